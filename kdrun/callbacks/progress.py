@@ -1,0 +1,52 @@
+"""Stage progress: a live bar on a terminal, one line per epoch in logs and pipes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+
+log = logging.getLogger("kdrun")
+
+
+class StageProgressBar(TQDMProgressBar):
+    """One bar line per stage: names the stage and epoch, leaves out the logger's version."""
+
+    def __init__(self, stage: str):
+        super().__init__(leave=False)
+        self.stage = stage
+
+    def get_metrics(self, trainer, pl_module):
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+    def init_validation_tqdm(self):
+        bar = super().init_validation_tqdm()
+        bar.disable = True  # validation takes a blink here; a second bar would only flicker
+        return bar
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        super().on_train_epoch_start(trainer, pl_module)
+        self.train_progress_bar.set_description(f"{self.stage} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+
+class EpochLogLine(Callback):
+    """Without a terminal, a progress bar is noise: log each epoch's metrics on one line instead."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        shown = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train/loss", "val/acc", "val/nll")}
+        log.info("%s epoch %d/%d  %s", self.stage, trainer.current_epoch + 1, trainer.max_epochs,
+                 "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+
+
+def progress_callbacks(stage: str, enabled: bool) -> list[Callback]:
+    if not enabled:
+        return []
+    return [StageProgressBar(stage)] if sys.stderr.isatty() else [EpochLogLine(stage)]

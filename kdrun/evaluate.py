@@ -1,0 +1,48 @@
+"""Final evaluation: logits of teacher and student on the splits, metrics, per-sample outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from kdrun.metrics import agreement, classification_metrics
+
+
+@torch.inference_mode()
+def collect_logits(model: nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """(dataset indices, labels, logits) over a loader, in loader order, with the model in eval mode."""
+    was_training = model.training
+    model.eval()
+    indices, labels, logits = [], [], []
+    device = next(model.parameters()).device
+    for x, y, index in loader:
+        logits.append(model(x.to(device)).float().cpu())
+        labels.append(y)
+        indices.append(index)
+    model.train(was_training)
+    return torch.cat(indices).numpy(), torch.cat(labels), torch.cat(logits)
+
+
+def evaluate(teacher: nn.Module, student: nn.Module, loaders: dict[str, DataLoader], output_dir: Path) -> dict:
+    """Metrics of both models on each split, written with per-sample logits to predictions.npz."""
+    metrics: dict[str, float] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for split, loader in loaders.items():
+        index, labels, teacher_logits = collect_logits(teacher, loader)
+        _, _, student_logits = collect_logits(student, loader)
+        for role, logits in (("teacher", teacher_logits), ("student", student_logits)):
+            for name, value in classification_metrics(logits, labels).items():
+                metrics[f"{role}/{split}/{name}"] = value
+        metrics[f"student/{split}/agreement"] = agreement(student_logits, teacher_logits)
+        arrays.update({
+            f"{split}_index": index,
+            f"{split}_label": labels.numpy(),
+            f"{split}_teacher_logits": teacher_logits.numpy(),
+            f"{split}_student_logits": student_logits.numpy(),
+        })
+    np.savez_compressed(output_dir / "predictions.npz", **arrays)
+    return metrics

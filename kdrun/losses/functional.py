@@ -1,0 +1,64 @@
+"""Loss formulas as pure functions of tensors: no configs, no training loop.
+
+Shapes: logits (B, K); targets (B,) integer labels; every function returns the batch mean.
+Conventions (they differ between papers, hence the arguments):
+- temperature T divides both teacher and student logits in the soft term (Hinton et al.;
+  papers 002 and 003); the label term always uses T = 1;
+- `t_squared` multiplies the soft term by T^2, keeping its gradient scale independent of T
+  (Hinton; paper 003 section 5); paper 002 uses no such factor; at T = 1 it is irrelevant;
+- `alpha` is the teacher's weight: (1 - alpha) * label term + alpha * soft term (paper 003).
+  alpha = 1 is pure soft-target distillation (paper 000's R_dist); paper 002 writes the
+  same mixture with alpha_002 = 1 - alpha.
+KL(p_t || p_s) and the soft cross-entropy H(p_t, p_s) differ by the teacher's entropy, a
+constant, so they share every gradient; the KL form is used because it is 0 at a perfect match.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def softmax_cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """H(y, softmax(z)) with one-hot y, or with y smoothed toward uniform by `label_smoothing`."""
+    return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+
+
+def kl_divergence_at_temperature(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """KL(softmax(z_t / T) || softmax(z_s / T)), summed over classes, averaged over the batch."""
+    student_log_probs = F.log_softmax(student_logits / temperature, dim=-1)
+    teacher_log_probs = F.log_softmax(teacher_logits / temperature, dim=-1)
+    # log_target avoids log(0) = -inf where a teacher probability underflows
+    return F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
+
+
+def kd_terms(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor | None,
+             temperature: float = 1.0, t_squared: bool = True) -> tuple[Tensor | None, Tensor]:
+    """(label term CE(y, p_s), soft term [T^2] KL(p_t^T || p_s^T)); the label term is None without targets."""
+    label = None if targets is None else softmax_cross_entropy(student_logits, targets)
+    soft = kl_divergence_at_temperature(student_logits, teacher_logits, temperature)
+    if t_squared:
+        soft = soft * temperature**2
+    return label, soft
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor | None, alpha: float,
+            temperature: float = 1.0, t_squared: bool = True) -> Tensor:
+    """(1 - alpha) * CE(y, p_s) + alpha * [T^2] * KL(p_t^T || p_s^T).
+
+    At T = 1 its gradient in the student logits is (1 - alpha)(p_s - y) + alpha(p_s - p_t)
+    (paper 003, section 5). With alpha = 1 the labels are not needed and may be None.
+    """
+    label, soft = kd_terms(student_logits, teacher_logits, None if alpha == 1 else targets, temperature, t_squared)
+    return soft if label is None else mix(label, soft, alpha)
+
+
+def mse_logits(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """Mean squared difference of logits, averaged over classes and batch (paper 002's T -> infinity limit)."""
+    return F.mse_loss(student_logits, teacher_logits)
+
+
+def mix(label_term: Tensor, teacher_term: Tensor, alpha: float) -> Tensor:
+    """(1 - alpha) * label term + alpha * teacher term."""
+    return (1.0 - alpha) * label_term + alpha * teacher_term
+

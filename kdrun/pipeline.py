@@ -1,0 +1,188 @@
+"""One kdrun run, in order: validate -> data splits -> teacher (store) -> student -> evaluate -> outputs.
+
+This is the only module that knows the order of the stages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from kdrun.callbacks import progress_callbacks
+from kdrun.data.datamodule import DataSplits, StageDataModule
+from kdrun.evaluate import evaluate
+from kdrun.loggers import build_logger, close_logger
+from kdrun.models import build_model, count_parameters
+from kdrun.module import DistillationModule
+from kdrun.schedule import LossSchedule, PhaseSpec, build_schedule
+from kdrun.seeds import derive_seed, resolve_seeds
+from kdrun.teachers import TeacherResult, TeacherStore, load_teacher_checkpoint
+from kdrun.validate import validate_config
+
+log = logging.getLogger("kdrun")
+
+# Data keys that change what the student sees but not the teacher (or only where files live).
+_NOT_TEACHER_DATA_KEYS = {"kappa", "student_size", "stratified", "num_workers", "root", "download"}
+
+
+def run(cfg: DictConfig, output_dir: Path) -> dict:
+    """Run one experiment and return its metrics (also written to output_dir/metrics.json)."""
+    started = time.perf_counter()
+    _quiet_framework_chatter()
+    validate_config(cfg)
+    seeds = resolve_seeds(cfg.seed, cfg.seeds)
+    splits = DataSplits.build(cfg.data, seeds)
+    student_steps = splits.steps_per_epoch("student") * cfg.student.epochs
+    schedule = build_schedule(cfg.schedule, cfg.loss, student_steps)
+    input_shape = splits.source.input_shape
+    build_teacher = lambda: build_model(cfg.teacher.model, input_shape, role="teacher")  # noqa: E731
+    build_teacher()  # architecture errors surface before any training
+    torch.manual_seed(seeds.init)
+    student = build_model(cfg.student.model, input_shape, role="student")
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    group = _run_group(output_dir)
+    times: dict[str, float] = {}
+
+    stage_start = time.perf_counter()
+    teacher = _get_teacher(cfg, splits, build_teacher, output_dir, group)
+    times["teacher/wall_time_s"] = time.perf_counter() - stage_start
+    log.info("teacher: %s (%s)", teacher.source, f"key {teacher.key}" if teacher.key else teacher.path)
+
+    stage_start = time.perf_counter()
+    logger = build_logger(cfg, "student", output_dir, group)
+    module = DistillationModule(student, teacher.model, schedule, cfg.student.optimizer,
+                                splits.num_classes, stage="student")
+    L.seed_everything(seeds.data_order, workers=True, verbose=False)  # dropout and other training randomness
+    _trainer(cfg, "student", cfg.student.epochs, output_dir, logger).fit(
+        module, datamodule=StageDataModule(splits, "student", order_seed=seeds.data_order))
+    times["student/wall_time_s"] = time.perf_counter() - stage_start
+
+    stage_start = time.perf_counter()
+    loaders = {"train": splits.loader("train", splits.student_indices), "test": splits.loader("test")}
+    metrics = evaluate(teacher.model, student, loaders, output_dir)
+    times["evaluate/wall_time_s"] = time.perf_counter() - stage_start
+    torch.save(student.state_dict(), output_dir / "student.pt")
+    metrics.update({
+        "teacher/train_size": len(splits.teacher_indices),
+        "student/train_size": len(splits.student_indices),
+        "data/kappa": len(splits.student_indices) / len(splits.teacher_indices),
+        "teacher/params": count_parameters(teacher.model),
+        "student/params": count_parameters(student),
+        "teacher/source": teacher.source,
+        "teacher/key": teacher.key,
+        "student/steps": student_steps,
+        "student/init_checksum": module.init_checksum,
+        "student/batch_order_checksum": module.batch_order.hexdigest()[:16],
+        "seeds/init": seeds.init, "seeds/data_order": seeds.data_order, "seeds/subset": seeds.subset,
+        **times,
+        "wall_time_s": time.perf_counter() - started,
+    })
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    close_logger(logger, summary=metrics)
+    _print_summary(cfg, metrics, output_dir)
+    return metrics
+
+
+def teacher_identity(cfg: DictConfig, splits: DataSplits) -> dict:
+    """Everything that determines a trained teacher: its key in the store."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    return {
+        "data": {k: v for k, v in data.items() if k not in _NOT_TEACHER_DATA_KEYS},
+        "teacher_indices_sha256": splits.teacher_indices_digest(),
+        "architecture": OmegaConf.to_container(cfg.teacher.model, resolve=True),
+        "recipe": {
+            "epochs": cfg.teacher.epochs,
+            "optimizer": OmegaConf.to_container(cfg.teacher.optimizer, resolve=True),
+            "precision": str(cfg.trainer.get("precision")),
+            "gradient_clip_val": cfg.trainer.get("gradient_clip_val"),
+        },
+        "seed": cfg.teacher.seed,
+    }
+
+
+def _get_teacher(cfg, splits: DataSplits, build_teacher, output_dir: Path, group: str) -> TeacherResult:
+    if cfg.teacher.checkpoint is not None:
+        return load_teacher_checkpoint(cfg.teacher.checkpoint, build_teacher())
+
+    def build():
+        torch.manual_seed(cfg.teacher.seed)
+        return build_teacher()
+
+    def train(model) -> dict:
+        log.info("teacher: training %s on %d samples for %d epochs",
+                 cfg.teacher.model.name, len(splits.teacher_indices), cfg.teacher.epochs)
+        label_loss = LossSchedule([PhaseSpec({"name": "ce", "label_smoothing": 0.0}, None, 0, "teacher")],
+                                  total_steps=1)
+        module = DistillationModule(model, None, label_loss, cfg.teacher.optimizer, splits.num_classes, "teacher")
+        logger = build_logger(cfg, "teacher", output_dir, group)
+        order_seed = derive_seed(cfg.teacher.seed, "data_order")
+        L.seed_everything(order_seed, workers=True, verbose=False)
+        trainer = _trainer(cfg, "teacher", cfg.teacher.epochs, output_dir, logger)
+        trainer.fit(module, datamodule=StageDataModule(splits, "teacher", order_seed=order_seed))
+        stage_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        close_logger(logger)
+        return stage_metrics
+
+    return TeacherStore(cfg.teacher.store).get_or_train(teacher_identity(cfg, splits), build, train)
+
+
+def _trainer(cfg, stage: str, epochs: int, output_dir: Path, logger) -> L.Trainer:
+    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    return L.Trainer(
+        max_epochs=epochs, logger=logger, default_root_dir=str(output_dir / "lightning" / stage),
+        enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+        callbacks=progress_callbacks(stage, trainer_args.pop("enable_progress_bar", True)),
+        enable_progress_bar=sys.stderr.isatty() and cfg.trainer.get("enable_progress_bar", True),
+        **trainer_args,
+    )
+
+
+def _run_group(output_dir: Path) -> str:
+    """The sweep's directory name inside a multirun (so its runs group together), else the run's."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return Path(hydra_cfg.sweep.dir).name
+    except ValueError:  # not inside a Hydra app (tests, notebooks)
+        pass
+    return output_dir.name
+
+
+def _quiet_framework_chatter() -> None:
+    """Keep the console to progress bars and kdrun's own lines."""
+    for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*number of training batches.*is smaller than the logging interval.*")
+    # The frozen teacher is in eval mode on purpose (DistillationModule.train keeps it there).
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+
+
+def _print_summary(cfg, metrics: dict, output_dir: Path) -> None:
+    teacher_note = f"{metrics['teacher/source']}" + (f", key {metrics['teacher/key']}" if metrics["teacher/key"] else "")
+    lines = [
+        f"done in {metrics['wall_time_s']:.1f} s -> {output_dir}",
+        f"  teacher  {cfg.teacher.model.name:<6} {metrics['teacher/params']:>9,} params  "
+        f"N={metrics['teacher/train_size']:<6} test acc {metrics['teacher/test/acc']:.4f}  nll {metrics['teacher/test/nll']:.4f}"
+        f"  ({teacher_note})",
+        f"  student  {cfg.student.model.name:<6} {metrics['student/params']:>9,} params  "
+        f"M={metrics['student/train_size']:<6} test acc {metrics['student/test/acc']:.4f}  nll {metrics['student/test/nll']:.4f}"
+        f"  (loss {cfg.loss.name}, schedule {cfg.schedule.name})",
+        f"  student-teacher agreement  test {metrics['student/test/agreement']:.4f}  "
+        f"train {metrics['student/train/agreement']:.4f}",
+    ]
+    for line in lines:
+        log.info(line)

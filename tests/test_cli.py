@@ -1,0 +1,71 @@
+"""The installed `kdrun` command, run as a user would: help, config printing, presets, runs, sweeps."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from conftest import QUICK, kdrun_command, read_metrics
+
+
+def test_help_lists_groups_and_zoo_roles(tmp_path):
+    result = kdrun_command(["--help"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for line in ("teacher: cnn, mlp", "student: cnn, mlp", "loss: ce, kd, mse_logits",
+                 "schedule: constant, late_switch, phases", "experiment: kappa_sweep, late_switch"):
+        assert line in result.stdout
+
+
+def test_cfg_job_prints_the_composed_config_with_roles_swapped(tmp_path):
+    result = kdrun_command(["--cfg", "job", "teacher=mlp", "student=cnn", "student.model.width=2"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    cfg = yaml.safe_load(result.stdout)
+    assert cfg["teacher"]["model"]["name"] == "mlp"
+    assert cfg["student"]["model"]["name"] == "cnn" and cfg["student"]["model"]["width"] == 2
+    assert cfg["teacher"]["seed"] == 0  # the teacher's own settings survive the architecture choice
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_experiment_preset_composes(tmp_path):
+    result = kdrun_command(["experiment=late_switch", "--cfg", "job"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    cfg = yaml.safe_load(result.stdout)
+    assert cfg["schedule"]["name"] == "late_switch" and cfg["schedule"]["window"] == 20
+    assert cfg["loss"]["alpha"] == 1.0
+
+
+def test_run_prints_summary_and_writes_run_directory(tmp_path):
+    result = kdrun_command(["experiment=late_switch", *QUICK], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "teacher: trained" in result.stdout
+    assert "student-teacher agreement" in result.stdout
+    (run_dir,) = list((tmp_path / "outputs" / "runs").iterdir())
+    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.json", "predictions.npz",
+                 "kdrun.log", "logs/student/metrics.csv", "logs/teacher/metrics.csv"):
+        assert (run_dir / name).exists(), name
+    assert "teacher: trained" in (run_dir / "kdrun.log").read_text()
+
+
+def test_bad_value_fails_with_a_clear_message_and_nonzero_exit(tmp_path):
+    result = kdrun_command(["loss.alpha=2"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert "alpha=2" in result.stderr and "[0, 1]" in result.stderr
+    assert not (tmp_path / "outputs" / "teacher_store").exists()
+
+
+def test_sweep_runs_six_jobs_and_trains_the_teacher_once(tmp_path):
+    result = kdrun_command(["-m", "loss=ce,kd", "seed=0,1,2", *QUICK], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (sweep,) = list((tmp_path / "outputs" / "sweeps").iterdir())
+    runs = sorted(p for p in sweep.iterdir() if (p / "metrics.json").exists())
+    assert len(runs) == 6
+    metrics = [read_metrics(run) for run in runs]
+    assert sorted(m["teacher/source"] for m in metrics) == ["reused"] * 5 + ["trained"]
+    assert len({m["teacher/key"] for m in metrics}) == 1
+    entries = [p for p in (tmp_path / "outputs" / "teacher_store").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(entries) == 1
+    overrides = [yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) for run in runs]
+    assert {tuple(sorted(o for o in ov if o.split("=")[0] in ("loss", "seed"))) for ov in overrides} == {
+        (f"loss={loss}", f"seed={seed}") for loss in ("ce", "kd") for seed in (0, 1, 2)}
+    json.dumps(metrics)  # every value is plain JSON
