@@ -6,6 +6,7 @@ Only Hydra and OmegaConf are imported at module level, so `kdrun --help` and
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -36,10 +37,19 @@ register_model_zoo(CONFIGS)
 @hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
+    from kdrun.errors import ConfigError
     from kdrun.pipeline import run
 
-    metrics = run(cfg, output_dir=Path(HydraConfig.get().runtime.output_dir))
+    hydra_cfg = HydraConfig.get()
+    try:
+        metrics = run(cfg, output_dir=Path(hydra_cfg.runtime.output_dir))
+    except ConfigError as error:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise  # Hydra records the failed job and carries on with the sweep
+        print(f"kdrun: invalid configuration: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     # Returned so that Hydra sweepers (e.g. Optuna) can optimise it.
     return metrics.get("student/test/acc")
 

@@ -14,13 +14,18 @@ class StageProgressBar(TQDMProgressBar):
     """One bar line per stage: names the stage and epoch, leaves out the logger's version."""
 
     def __init__(self, stage: str):
-        super().__init__(leave=False)
+        super().__init__(leave=True)  # the last line of each stage stays on screen
         self.stage = stage
 
     def get_metrics(self, trainer, pl_module):
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
         return metrics
+
+    def init_train_tqdm(self):
+        bar = super().init_train_tqdm()
+        bar.set_description(self.stage)
+        return bar
 
     def init_validation_tqdm(self):
         bar = super().init_validation_tqdm()
