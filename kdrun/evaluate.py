@@ -27,8 +27,12 @@ def collect_logits(model: nn.Module, loader: DataLoader) -> tuple[np.ndarray, np
     return torch.cat(indices).numpy(), torch.cat(labels), torch.cat(logits)
 
 
-def evaluate(teacher: nn.Module, student: nn.Module, loaders: dict[str, DataLoader], output_dir: Path) -> dict:
-    """Metrics of both models on each split, written with per-sample logits to predictions.npz."""
+def evaluate(teacher: nn.Module, student: nn.Module, loaders: dict[str, DataLoader], output_dir: Path,
+             per_sample: dict[str, dict[str, np.ndarray]] | None = None) -> dict:
+    """Metrics of both models on each split, written with per-sample logits to predictions.npz.
+
+    `per_sample[split][name]` is an array over the whole split (indexed by dataset index) that
+    is saved alongside as `<split>_<name>` for the evaluated samples (e.g. the label-noise mask)."""
     metrics: dict[str, float] = {}
     arrays: dict[str, np.ndarray] = {}
     for split, loader in loaders.items():
@@ -44,5 +48,7 @@ def evaluate(teacher: nn.Module, student: nn.Module, loaders: dict[str, DataLoad
             f"{split}_teacher_logits": teacher_logits.numpy(),
             f"{split}_student_logits": student_logits.numpy(),
         })
+        for name, values in (per_sample or {}).get(split, {}).items():
+            arrays[f"{split}_{name}"] = np.asarray(values)[index]
     np.savez_compressed(output_dir / "predictions.npz", **arrays)
     return metrics

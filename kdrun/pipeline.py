@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kdrun.callbacks import progress_callbacks
 from kdrun.data.datamodule import DataSplits, StageDataModule
+from kdrun.errors import ConfigError
 from kdrun.evaluate import evaluate
 from kdrun.loggers import build_logger, close_logger
 from kdrun.models import build_model, count_parameters
@@ -30,7 +31,7 @@ from kdrun.validate import validate_config
 log = logging.getLogger("kdrun")
 
 # Data keys that change what the student sees but not the teacher (or only where files live).
-_NOT_TEACHER_DATA_KEYS = {"kappa", "student_size", "stratified", "num_workers", "root", "download"}
+_NOT_TEACHER_DATA_KEYS = {"kappa", "student_size", "stratified", "num_workers", "root", "download", "verify_checksums"}
 
 
 def run(cfg: DictConfig, output_dir: Path) -> dict:
@@ -42,6 +43,13 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     splits = DataSplits.build(cfg.data, seeds)
     student_steps = splits.steps_per_epoch("student") * cfg.student.epochs
     schedule = build_schedule(cfg.schedule, cfg.loss, student_steps)
+    if splits.student_labels_withheld:
+        needing = [loss.name for loss in schedule.losses if loss.needs_labels]
+        if needing:
+            raise ConfigError(
+                f"data.split=distill4 withholds labels from the student, but loss {', '.join(needing)} uses them; "
+                f"allowed: losses without a label term (e.g. loss=kd loss.alpha=1.0)"
+            )
     input_shape = splits.source.input_shape
     build_teacher = lambda: build_model(cfg.teacher.model, input_shape, role="teacher")  # noqa: E731
     build_teacher()  # architecture errors surface before any training
@@ -68,13 +76,15 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
 
     stage_start = time.perf_counter()
     loaders = {"train": splits.loader("train", splits.student_indices), "test": splits.loader("test")}
-    metrics = evaluate(teacher.model, student, loaders, output_dir)
+    per_sample = {"train": {"clean_label": splits.source.train.targets, "noise_mask": splits.noise_mask}}
+    metrics = evaluate(teacher.model, student, loaders, output_dir, per_sample)
     times["evaluate/wall_time_s"] = time.perf_counter() - stage_start
     torch.save(student.state_dict(), output_dir / "student.pt")
     metrics.update({
         "teacher/train_size": len(splits.teacher_indices),
         "student/train_size": len(splits.student_indices),
         "data/kappa": len(splits.student_indices) / len(splits.teacher_indices),
+        "data/noisy_labels": int(splits.noise_mask.sum()),
         "teacher/params": count_parameters(teacher.model),
         "student/params": count_parameters(student),
         "teacher/source": teacher.source,

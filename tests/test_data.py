@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from scipy.stats import multivariate_normal
 
+from conftest import compose_config
 from kdrun.data.datamodule import DataSplits, StageDataModule
 from kdrun.data.sources import load_source
 from kdrun.data.subsets import kappa_subsets, seeded_order
@@ -22,9 +23,11 @@ DIGITS_TOTAL = 1797
 
 
 def data_cfg(name: str, **values):
-    cfg = OmegaConf.load(CONFIGS / f"{name}.yaml")
-    for key, value in values.items():
-        cfg[key] = value
+    """The `data` node as `kdrun data=NAME` composes it (shared keys from train.yaml included)."""
+    cfg = compose_config(Path("/nonexistent-output-root"), [f"data={name}"]).data
+    with open_dict(cfg):
+        for key, value in values.items():
+            cfg[key] = value
     return cfg
 
 

@@ -4,29 +4,43 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Callable
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from kdrun.data.noise import apply_label_noise
 from kdrun.data.sources import SourceSplits, load_source
-from kdrun.data.subsets import kappa_subsets
+from kdrun.data.subsets import kappa_subsets, seeded_order
+from kdrun.data.transforms import build_transforms
+from kdrun.errors import ConfigError
 from kdrun.seeds import Seeds
+
+# The label a student sees on paper 004's distill split. Any loss that reads it fails loudly
+# (cross-entropy raises on a negative class) instead of silently using withheld labels.
+WITHHELD_LABEL = -1
+SPLIT_PRESETS = ("standard", "distill4")
 
 
 class IndexedDataset(Dataset):
     """Yields (x, y, index): the index within the split identifies a sample in per-sample
-    outputs and in cached teacher outputs, whatever subset or sampler sits on top."""
+    outputs and in cached teacher outputs, whatever subset or sampler sits on top.
+    `labels` replaces the source's labels (label noise, withheld labels)."""
 
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
+    def __init__(self, dataset: Dataset, transform: Callable | None = None, labels: np.ndarray | None = None):
+        self.dataset, self.transform, self.labels = dataset, transform, labels
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int):
         x, y = self.dataset[index]
+        if self.transform is not None:
+            x = self.transform(x)
+        if self.labels is not None:
+            y = int(self.labels[index])
         return x, y, index
 
 
@@ -37,18 +51,35 @@ class DataSplits:
     source: SourceSplits
     teacher_indices: np.ndarray  # into the training pool
     student_indices: np.ndarray
+    train_labels: np.ndarray  # labels of the training pool as trained on (after label noise)
+    noise_mask: np.ndarray  # True where label noise flipped the label
+    student_labels_withheld: bool
     batch_size: int
     num_workers: int
+    train_transform: Callable | None = None
+    eval_transform: Callable | None = None
 
     @classmethod
     def build(cls, cfg, seeds: Seeds) -> "DataSplits":
         source = load_source(cfg)
-        teacher, student = kappa_subsets(
-            source.train.targets, source.num_classes,
-            teacher_size=cfg.teacher_size, kappa=cfg.kappa, student_size=cfg.student_size,
-            pool_seed=cfg.pool_seed, subset_seed=seeds.subset, stratified=cfg.stratified,
-        )
-        return cls(source, teacher, student, int(cfg.batch_size), int(cfg.num_workers))
+        train_transform, eval_transform = build_transforms(cfg, source)
+        noise = cfg.get("label_noise") or {}
+        train_labels, noise_mask = apply_label_noise(
+            source.train.targets, source.num_classes, noise.get("kind", "none"), noise.get("fraction", 0.0),
+            noise.get("seed", 0), noise.get("mapping"))
+        preset = cfg.get("split", "standard")
+        if preset == "standard":
+            teacher, student = kappa_subsets(
+                source.train.targets, source.num_classes,
+                teacher_size=cfg.teacher_size, kappa=cfg.kappa, student_size=cfg.student_size,
+                pool_seed=cfg.pool_seed, subset_seed=seeds.subset, stratified=cfg.stratified,
+            )
+        elif preset == "distill4":
+            teacher, student = distill4_partition(source.train.targets, cfg)
+        else:
+            raise ConfigError(f"data.split={preset!r} is unknown; allowed: {', '.join(SPLIT_PRESETS)}")
+        return cls(source, teacher, student, train_labels, noise_mask, preset == "distill4",
+                   int(cfg.batch_size), int(cfg.num_workers), train_transform, eval_transform)
 
     @property
     def num_classes(self) -> int:
@@ -57,9 +88,16 @@ class DataSplits:
     def teacher_indices_digest(self) -> str:
         return hashlib.sha256(np.ascontiguousarray(self.teacher_indices, dtype=np.int64).tobytes()).hexdigest()
 
-    def loader(self, split: str, indices: np.ndarray | None = None, order_seed: int | None = None) -> DataLoader:
-        """A loader over `split` (optionally restricted to `indices`), shuffled iff order_seed is given."""
-        dataset: Dataset = IndexedDataset(getattr(self.source, split).dataset)
+    def loader(self, split: str, indices: np.ndarray | None = None, order_seed: int | None = None,
+               augment: bool = False, labels: np.ndarray | None = None) -> DataLoader:
+        """A loader over `split` (optionally restricted to `indices`), shuffled iff order_seed is given.
+
+        `augment` selects the training transform; the training pool yields the labels trained on
+        (after label noise) unless `labels` replaces them."""
+        if labels is None and split == "train":
+            labels = self.train_labels
+        transform = self.train_transform if augment else self.eval_transform
+        dataset: Dataset = IndexedDataset(getattr(self.source, split).dataset, transform, labels)
         if indices is not None:
             dataset = Subset(dataset, indices.tolist())
         generator = None if order_seed is None else torch.Generator().manual_seed(int(order_seed))
@@ -68,9 +106,34 @@ class DataSplits:
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
         )
 
+    def training_loader(self, stage: str, order_seed: int) -> DataLoader:
+        """The teacher's or the student's training samples, augmented, in a seeded order."""
+        if stage == "teacher":
+            return self.loader("train", self.teacher_indices, order_seed, augment=True)
+        labels = np.full(len(self.train_labels), WITHHELD_LABEL) if self.student_labels_withheld else None
+        return self.loader("train", self.student_indices, order_seed, augment=True, labels=labels)
+
     def steps_per_epoch(self, stage: str) -> int:
         size = len(self.teacher_indices if stage == "teacher" else self.student_indices)
         return -(-size // self.batch_size)  # the last, partial batch is kept
+
+
+def distill4_partition(targets: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:
+    """Paper 004's split of the training pool: the teacher's `train` part and the student's
+    `distill` part (a seeded, stratified `distill_fraction`); the source's validation split
+    serves as `dev` and its test split as `test`."""
+    if cfg.kappa != 1.0 or cfg.student_size is not None or cfg.teacher_size is not None:
+        raise ConfigError(
+            f"data.split=distill4 fixes the teacher's and the student's samples (train and distill parts); "
+            f"got data.kappa={cfg.kappa}, data.teacher_size={cfg.teacher_size}, data.student_size={cfg.student_size}; "
+            f"allowed: kappa=1.0 and both sizes null (use data.distill_fraction)"
+        )
+    fraction = cfg.get("distill_fraction", 0.5)
+    if not 0.0 < float(fraction) < 1.0:
+        raise ConfigError(f"data.distill_fraction={fraction} must be strictly between 0 and 1")
+    order = seeded_order(targets, cfg.pool_seed, stratified=True)
+    cut = len(targets) - round(float(fraction) * len(targets))
+    return np.sort(order[:cut]), np.sort(order[cut:])
 
 
 class StageDataModule(L.LightningDataModule):
@@ -81,8 +144,7 @@ class StageDataModule(L.LightningDataModule):
         self.splits, self.stage, self.order_seed = splits, stage, order_seed
 
     def train_dataloader(self) -> DataLoader:
-        indices = self.splits.teacher_indices if self.stage == "teacher" else self.splits.student_indices
-        return self.splits.loader("train", indices, order_seed=self.order_seed)
+        return self.splits.training_loader(self.stage, self.order_seed)
 
     def val_dataloader(self) -> DataLoader:
         return self.splits.loader("val")

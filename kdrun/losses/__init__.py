@@ -3,7 +3,8 @@
 A wrapper is built from a loss config (`name` plus its parameters, e.g. configs/loss/kd.yaml),
 checks its parameters when built, and is called as
 `loss(student_logits, teacher_logits, batch) -> (loss, {part name: tensor})`.
-`needs_teacher` tells the training loop whether to run the teacher.
+`needs_teacher` tells the training loop whether to run the teacher; `needs_labels` whether
+the loss reads the labels (runs whose student has no labels refuse losses that do).
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ class KnowledgeDistillation:
         check_temperature(self.temperature, "kd")
         check_flag(self.t_squared, "t_squared", "kd")
 
+    @property
+    def needs_labels(self) -> bool:
+        return self.alpha < 1
+
     def __call__(self, student_logits, teacher_logits, batch):
         targets = None if self.alpha == 1 else batch[1]
         label, soft = F.kd_terms(student_logits, teacher_logits, targets, self.temperature, self.t_squared)
@@ -42,6 +46,10 @@ class LogitMatching:
 
     def __post_init__(self):
         check_alpha(self.alpha, "mse_logits")
+
+    @property
+    def needs_labels(self) -> bool:
+        return self.alpha < 1
 
     def __call__(self, student_logits, teacher_logits, batch):
         mse = F.mse_logits(student_logits, teacher_logits)

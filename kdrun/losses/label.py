@@ -17,6 +17,7 @@ class CrossEntropy:
 
     label_smoothing: float
     needs_teacher: ClassVar[bool] = False
+    needs_labels: ClassVar[bool] = True
 
     def __post_init__(self):
         smoothing = self.label_smoothing
