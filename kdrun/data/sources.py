@@ -81,7 +81,7 @@ def carve_validation(train: Split, fraction: float, seed: int) -> tuple[Split, S
     return subset_split(train, np.sort(keep)), subset_split(train, np.sort(held_out))
 
 
-def _tensor_split(x: np.ndarray, y: np.ndarray, oracle: np.ndarray | None = None) -> Split:
+def tensor_split(x: np.ndarray, y: np.ndarray, oracle: np.ndarray | None = None) -> Split:
     dataset = TensorDataset(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long))
     return Split(dataset=dataset, targets=np.asarray(y, dtype=np.int64), oracle_probs=oracle)
 
@@ -104,41 +104,18 @@ def load_digits(cfg) -> SourceSplits:
         x_rest, y_rest, test_size=cfg.val_fraction, stratify=y_rest, random_state=cfg.split_seed
     )
     return SourceSplits(
-        train=_tensor_split(x_train, y_train),
-        val=_tensor_split(x_val, y_val),
-        test=_tensor_split(x_test, y_test),
+        train=tensor_split(x_train, y_train),
+        val=tensor_split(x_val, y_val),
+        test=tensor_split(x_test, y_test),
         num_classes=10,
         input_shape=(1, 8, 8),
-    )
-
-
-def gaussian_binary_bayes_probs(x: np.ndarray, mean_scale: float) -> np.ndarray:
-    """p*(y|x) for x|y ~ N(+-mu*1, I) with equal priors: p*(y=1|x) = sigmoid(theta*.x), theta* = 2*mu*1."""
-    logit = 2.0 * mean_scale * x.sum(axis=1)
-    p1 = 1.0 / (1.0 + np.exp(-logit))
-    return np.stack([1.0 - p1, p1], axis=1)
-
-
-@register_source("gaussian_binary")
-def load_gaussian_binary(cfg) -> SourceSplits:
-    """Paper 001, section 5.1: two 10-d Gaussians with means +-mu*(1,...,1), identity covariance."""
-    for key in ("n_train", "n_val", "n_test", "dim"):
-        if int(cfg[key]) <= 0:
-            raise ConfigError(f"data.{key}={cfg[key]} must be a positive integer")
-    rng = np.random.default_rng(cfg.generator_seed)
-
-    def draw(n: int) -> Split:
-        y = rng.integers(0, 2, size=n)
-        signs = np.where(y == 1, 1.0, -1.0)[:, None]
-        x = signs * cfg.mean_scale + rng.standard_normal((n, cfg.dim))
-        return _tensor_split(x.astype(np.float32), y, gaussian_binary_bayes_probs(x, cfg.mean_scale))
-
-    return SourceSplits(
-        train=draw(cfg.n_train), val=draw(cfg.n_val), test=draw(cfg.n_test),
-        num_classes=2, input_shape=(int(cfg.dim),),
     )
 
 
 def _check_fraction(key: str, value: float) -> None:
     if not 0.0 < float(value) < 1.0:
         raise ConfigError(f"{key}={value} must be a fraction strictly between 0 and 1")
+
+
+# Register the built-in sources.
+from kdrun.data import synthetic  # noqa: E402,F401
