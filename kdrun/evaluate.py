@@ -52,3 +52,23 @@ def evaluate(teacher: nn.Module, student: nn.Module, loaders: dict[str, DataLoad
             arrays[f"{split}_{name}"] = np.asarray(values)[index]
     np.savez_compressed(output_dir / "predictions.npz", **arrays)
     return metrics
+
+
+def bayes_metrics(splits) -> dict:
+    """`bayes/<split>/{acc,nll,ece}`: the Bayes classifier p*(y|x), where the source knows it.
+
+    `train` is the student's training samples with the labels as trained on (label noise
+    included), as for the student's own `train` metrics."""
+    metrics: dict[str, float] = {}
+    train, test = splits.source.train.oracle_probs, splits.source.test.oracle_probs
+    chosen = splits.student_indices
+    for split, probs, labels in (
+        ("train", None if train is None else train[chosen], splits.train_labels[chosen]),
+        ("test", test, splits.source.test.targets),
+    ):
+        if probs is None:
+            continue
+        log_probs = torch.as_tensor(probs, dtype=torch.float64).clamp_min(1e-300).log()
+        for name, value in classification_metrics(log_probs, torch.as_tensor(labels)).items():
+            metrics[f"bayes/{split}/{name}"] = value
+    return metrics

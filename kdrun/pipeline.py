@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from kdrun.callbacks import progress_callbacks
 from kdrun.data.datamodule import DataSplits, StageDataModule
 from kdrun.errors import ConfigError
-from kdrun.evaluate import evaluate
+from kdrun.evaluate import bayes_metrics, evaluate
 from kdrun.loggers import build_logger, close_logger
 from kdrun.models import build_model, count_parameters
 from kdrun.module import DistillationModule
@@ -77,7 +77,12 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     stage_start = time.perf_counter()
     loaders = {"train": splits.loader("train", splits.student_indices), "test": splits.loader("test")}
     per_sample = {"train": {"clean_label": splits.source.train.targets, "noise_mask": splits.noise_mask}}
+    oracle = {"train": splits.source.train.oracle_probs, "test": splits.source.test.oracle_probs}
+    for split, probs in oracle.items():
+        if probs is not None:  # synthetic sources: p*(y|x) beside each sample's logits
+            per_sample.setdefault(split, {})["oracle_probs"] = probs
     metrics = evaluate(teacher.model, student, loaders, output_dir, per_sample)
+    metrics.update(bayes_metrics(splits))
     times["evaluate/wall_time_s"] = time.perf_counter() - stage_start
     torch.save(student.state_dict(), output_dir / "student.pt")
     metrics.update({

@@ -132,6 +132,15 @@ def test_any_zoo_model_can_be_teacher_or_student(tmp_path):
 
 
 def test_gaussian_binary_source_runs_end_to_end(tmp_path):
-    metrics, _ = run_in_process(tmp_path, ["data=gaussian_binary", "teacher=mlp", "student=mlp"], name="gauss")
+    metrics, out = run_in_process(tmp_path, ["data=gaussian_binary", "teacher=mlp", "student=mlp"], name="gauss")
     # Bayes accuracy is ~0.9992 here; a trained MLP gets close.
     assert metrics["teacher/test/acc"] > 0.97
+    assert metrics["bayes/test/acc"] > 0.99 and metrics["bayes/test/acc"] >= metrics["teacher/test/acc"] - 0.005
+    predictions = np.load(out / "predictions.npz")
+    for split in ("train", "test"):  # p* travels with each sample's logits, rows summing to one
+        probs, labels = predictions[f"{split}_oracle_probs"], predictions[f"{split}_label"]
+        assert probs.shape == (len(labels), 2)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
+        expected_nll = -np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-300, None)).mean()
+        assert metrics[f"bayes/{split}/nll"] == pytest.approx(expected_nll, rel=1e-5)
+        assert metrics[f"bayes/{split}/acc"] == pytest.approx((probs.argmax(1) == labels).mean())

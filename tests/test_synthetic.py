@@ -98,3 +98,16 @@ def test_kchannel_rejects_bad_options():
         load_source(data_cfg("kchannel", similar_scaling="typo"))
     with pytest.raises(ConfigError, match="num_similar=10"):
         load_source(data_cfg("kchannel", num_similar=10))
+
+
+@pytest.mark.parametrize("name", ["gaussian_binary", "linf_slab_2d", "gaussian_mixture"])
+def test_closed_form_bayes_probs_match_the_stored_ones(name):
+    """`SourceSplits.bayes_probs` is p*(y|x) as a function of any input (oracle teachers use it)."""
+    source = load_source(data_cfg(name))
+    for split in (source.train, source.test):
+        # from the float32 inputs the models see; the stored p* came from the float64 draws
+        np.testing.assert_allclose(source.bayes_probs(features(split)), split.oracle_probs, atol=1e-4)
+
+
+def test_kchannel_has_no_closed_form():
+    assert load_source(data_cfg("kchannel")).bayes_probs is None

@@ -41,6 +41,9 @@ class SourceSplits:
     image: bool = False  # x is a uint8 image tensor (C, H, W); else a float tensor used as is
     mean: tuple[float, ...] | None = None  # per-channel normalisation statistics (images)
     std: tuple[float, ...] | None = None
+    # The closed form of p*(y|x) as a function of a batch of inputs (n, *input_shape) -> (n, classes),
+    # for sources that have one: oracle (Bayes) teachers call it on any input, not only stored samples.
+    bayes_probs: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 SOURCES: dict[str, Callable[..., SourceSplits]] = {}
@@ -119,3 +122,4 @@ def _check_fraction(key: str, value: float) -> None:
 
 # Register the built-in sources.
 from kdrun.data import synthetic  # noqa: E402,F401
+from kdrun.data import torchvision_sources  # noqa: E402,F401  (registers the torchvision sources)

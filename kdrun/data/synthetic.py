@@ -30,10 +30,10 @@ def _sizes(cfg) -> dict[str, int]:
     return {key: _positive_int(cfg, key) for key in ("n_train", "n_val", "n_test")}
 
 
-def _splits(draw, cfg, num_classes: int, input_shape) -> SourceSplits:
+def _splits(draw, cfg, num_classes: int, input_shape, bayes_probs=None) -> SourceSplits:
     sizes = _sizes(cfg)
     return SourceSplits(train=draw(sizes["n_train"]), val=draw(sizes["n_val"]), test=draw(sizes["n_test"]),
-                        num_classes=num_classes, input_shape=tuple(input_shape))
+                        num_classes=num_classes, input_shape=tuple(input_shape), bayes_probs=bayes_probs)
 
 
 # --- paper 001, section 5.1 -------------------------------------------------------------
@@ -75,7 +75,7 @@ def load_gaussian_binary(cfg) -> SourceSplits:
         x = np.where(y == 1, 1.0, -1.0)[:, None] * mu + rng.standard_normal((n, cfg.dim))
         return tensor_split(x.astype(np.float32), y, gaussian_binary_bayes_probs(x, mu, prior))
 
-    return _splits(draw, cfg, 2, (cfg.dim,))
+    return _splits(draw, cfg, 2, (cfg.dim,), lambda x: gaussian_binary_bayes_probs(x, mu, prior))
 
 
 # --- paper 001, section 5.2 -------------------------------------------------------------
@@ -97,7 +97,7 @@ def load_linf_slab_2d(cfg) -> SourceSplits:
         y = (rng.random(n) < probs[:, 1]).astype(np.int64)
         return tensor_split(x.astype(np.float32), y, probs)
 
-    return _splits(draw, cfg, 2, (2,))
+    return _splits(draw, cfg, 2, (2,), lambda x: linf_slab_bayes_probs(x, cfg.sharpness, cfg.offset))
 
 
 # --- paper 004, section 5.1 / appendix A.5 ----------------------------------------------
@@ -127,7 +127,8 @@ def load_gaussian_mixture(cfg) -> SourceSplits:
         x = means[y] + cfg.sigma * rng.standard_normal((n, cfg.dim))
         return tensor_split(x.astype(np.float32), y, gaussian_mixture_bayes_probs(x, means, cfg.sigma))
 
-    return _splits(draw, cfg, int(cfg.num_classes), (cfg.dim,))
+    return _splits(draw, cfg, int(cfg.num_classes), (cfg.dim,),
+                   lambda x: gaussian_mixture_bayes_probs(x, means, cfg.sigma))
 
 
 # --- paper 000, appendix C.5 ------------------------------------------------------------

@@ -54,4 +54,4 @@ def build_model(cfg: Mapping, input_shape, role: str = "model") -> nn.Module:
 
 
 # Import the architectures so they register themselves.
-from kdrun.models import cnn, mlp  # noqa: E402,F401
+from kdrun.models import cnn, linear, mlp, preact_resnet, resnet_cifar, torchvision_models, vgg, vit  # noqa: E402,F401

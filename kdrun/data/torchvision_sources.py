@@ -1,0 +1,250 @@
+"""Torchvision image datasets as kdrun sources: mnist, fashion_mnist, cifar10, cifar100, svhn, image_folder.
+
+The files are read by torchvision's own dataset classes. Every split yields (x, y) with x a
+uint8 tensor (C, H, W), un-normalised, and y an int; `SourceSplits.mean`/`std` carry the
+per-channel statistics of the training set so the loaders can normalise (kdrun.data.transforms).
+
+The validation split is a seeded, class-stratified fraction of the official training set;
+the official test set is the test split. Nothing is downloaded unless data.download=true.
+Missing or unreadable files stop the run with a ConfigError naming the directory torchvision
+looks in and how to fill it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Callable
+
+import numpy as np
+from torch.utils.data import Dataset
+from torchvision import datasets
+from torchvision.datasets.utils import check_integrity
+from torchvision.transforms import v2
+
+from kdrun.data.sources import SourceSplits, Split, carve_validation, register_source
+from kdrun.errors import ConfigError
+
+# PIL image -> uint8 tensor (C, H, W), values unchanged (no scaling to [0, 1]).
+TO_UINT8_TENSOR = v2.PILToTensor()
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# --- data.verify_checksums=false ---------------------------------------------------------------
+# torchvision checks the MD5 sums of the CIFAR and SVHN files against the official release, so
+# re-packed files (or the tiny files of the tests) are refused. These subclasses replace only
+# that check by "the file exists"; every line that reads and parses the files is torchvision's.
+
+
+class CIFAR10FilesOnly(datasets.CIFAR10):
+    """CIFAR-10 whose integrity check asks only that the files exist."""
+
+    # _load_meta checks the meta file with check_integrity(path, md5); md5=None means "exists".
+    meta = {**datasets.CIFAR10.meta, "md5": None}
+
+    def _check_integrity(self) -> bool:
+        return all(check_integrity(os.path.join(self.root, self.base_folder, name))
+                   for name, _ in self.train_list + self.test_list)
+
+
+class CIFAR100FilesOnly(datasets.CIFAR100):
+    """CIFAR-100 whose integrity check asks only that the files exist."""
+
+    meta = {**datasets.CIFAR100.meta, "md5": None}
+
+    def _check_integrity(self) -> bool:
+        return all(check_integrity(os.path.join(self.root, self.base_folder, name))
+                   for name, _ in self.train_list + self.test_list)
+
+
+class SVHNFilesOnly(datasets.SVHN):
+    """SVHN whose integrity check asks only that the split's .mat file exists."""
+
+    def _check_integrity(self) -> bool:
+        return check_integrity(os.path.join(self.root, self.filename))
+
+
+# --- shared loading -----------------------------------------------------------------------------
+
+
+def _root(cfg) -> str:
+    return os.path.abspath(os.path.expanduser(str(cfg.root)))
+
+
+def _split(dataset: Dataset, labels) -> Split:
+    return Split(dataset=dataset, targets=np.asarray(labels, dtype=np.int64).reshape(-1))
+
+
+def _carve(pool: Split, cfg, title: str) -> tuple[Split, Split]:
+    try:
+        return carve_validation(pool, cfg.val_fraction, cfg.split_seed)
+    except ConfigError:
+        raise
+    except ValueError as error:  # scikit-learn: too few samples per class for a stratified split
+        raise ConfigError(
+            f"data.val_fraction={cfg.val_fraction}: cannot hold out a class-stratified validation split "
+            f"from the {len(pool)} {title} training images ({error})"
+        ) from error
+
+
+def _load_official(cfg, title: str, directory: str, files: list[str], checksummed: bool,
+                   make: Callable[[bool, bool], Dataset]) -> tuple[Dataset, Dataset]:
+    """(train, test) datasets from `make(train, download)`, with torchvision's errors as ConfigError.
+
+    `directory` is where torchvision looks for `files`; `checksummed` says whether torchvision
+    checks their MD5 sums here. All three only serve the error messages.
+    """
+    download = bool(cfg.download)
+    if download and not cfg.verify_checksums and not _missing(directory, files):
+        download = False  # torchvision would re-fetch files whose MD5 differs, overwriting re-packed ones
+    try:
+        return make(True, download), make(False, download)
+    except (RuntimeError, OSError) as error:  # not found / MD5 mismatch / URLError and other network errors
+        missing = _missing(directory, files)
+        how = (f"Get them with data.download=true on a machine with internet access (it downloads into "
+               f"data.root={_root(cfg)}), or copy the files ({', '.join(files)}) into {directory}.")
+        if download and (missing or isinstance(error, OSError)):
+            message = (f"{title}: downloading the dataset failed ({type(error).__name__}: {error}); files missing "
+                       f"from {directory}: {', '.join(missing) or 'none'}. {how}")
+        elif missing:
+            message = f"{title}: dataset files not found in {directory} (missing: {', '.join(missing)}). {how}"
+        elif checksummed and isinstance(error, RuntimeError):
+            message = (f"{title}: torchvision refused the files in {directory} as missing or corrupt: they are all "
+                       f"present but do not match the MD5 sums of the official release ({error}). For re-packed "
+                       f"or test files set data.verify_checksums=false; otherwise delete them. {how}")
+        else:
+            message = _unreadable(title, directory, error)
+        raise ConfigError(message) from error
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, KeyError, IndexError) as error:
+        raise ConfigError(_unreadable(title, directory, error)) from error
+
+
+def _missing(directory: str, files: list[str]) -> list[str]:
+    return [name for name in files if not os.path.isfile(os.path.join(directory, name))]
+
+
+def _unreadable(title: str, directory: str, error: Exception) -> str:
+    return (f"{title}: the files in {directory} could not be read as {title} files ({type(error).__name__}: "
+            f"{error}). Replace them with the original release (data.download=true on a machine with internet "
+            f"access downloads it) or copy intact files there.")
+
+
+# --- the sources --------------------------------------------------------------------------------
+
+
+def _mnist_like(cfg, title: str, cls: type[datasets.MNIST], mean: float, std: float) -> SourceSplits:
+    # MNIST's raw files carry no checksums in torchvision (its downloads are checked either way),
+    # so verify_checksums changes nothing here.
+    root = _root(cfg)
+    directory = os.path.join(root, cls.__name__, "raw")
+    files = [os.path.splitext(os.path.basename(url))[0] for url, _ in cls.resources]
+    train, test = _load_official(
+        cfg, title, directory, files, False,
+        lambda is_train, download: cls(root, train=is_train, transform=TO_UINT8_TENSOR, download=download))
+    pool, val = _carve(_split(train, train.targets.numpy()), cfg, title)
+    return SourceSplits(train=pool, val=val, test=_split(test, test.targets.numpy()), num_classes=10,
+                        input_shape=(1, 28, 28), image=True, mean=(mean,), std=(std,))
+
+
+@register_source("mnist")
+def load_mnist(cfg) -> SourceSplits:
+    """MNIST: 60,000 train / 10,000 test 28x28 grayscale digits."""
+    return _mnist_like(cfg, "MNIST", datasets.MNIST, 0.1307, 0.3081)
+
+
+@register_source("fashion_mnist")
+def load_fashion_mnist(cfg) -> SourceSplits:
+    """Fashion-MNIST: 60,000 train / 10,000 test 28x28 grayscale clothing images."""
+    return _mnist_like(cfg, "FashionMNIST", datasets.FashionMNIST, 0.2860, 0.3530)
+
+
+def _cifar(cfg, title: str, checked: type[datasets.CIFAR10], files_only: type[datasets.CIFAR10],
+           num_classes: int, mean, std) -> SourceSplits:
+    root = _root(cfg)
+    directory = os.path.join(root, checked.base_folder)
+    files = [name for name, _ in checked.train_list + checked.test_list] + [checked.meta["filename"]]
+    cls = checked if cfg.verify_checksums else files_only
+    train, test = _load_official(
+        cfg, title, directory, files, bool(cfg.verify_checksums),
+        lambda is_train, download: cls(root, train=is_train, transform=TO_UINT8_TENSOR, download=download))
+    pool, val = _carve(_split(train, train.targets), cfg, title)
+    return SourceSplits(train=pool, val=val, test=_split(test, test.targets), num_classes=num_classes,
+                        input_shape=(3, 32, 32), image=True, mean=tuple(mean), std=tuple(std))
+
+
+@register_source("cifar10")
+def load_cifar10(cfg) -> SourceSplits:
+    """CIFAR-10: 50,000 train / 10,000 test 32x32 colour images, 10 classes."""
+    return _cifar(cfg, "CIFAR-10", datasets.CIFAR10, CIFAR10FilesOnly, 10,
+                  (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+
+
+@register_source("cifar100")
+def load_cifar100(cfg) -> SourceSplits:
+    """CIFAR-100: 50,000 train / 10,000 test 32x32 colour images, 100 fine classes."""
+    return _cifar(cfg, "CIFAR-100", datasets.CIFAR100, CIFAR100FilesOnly, 100,
+                  (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+
+
+@register_source("svhn")
+def load_svhn(cfg) -> SourceSplits:
+    """SVHN (cropped digits): 73,257 train / 26,032 test 32x32 colour images; label 10 is read as digit 0.
+
+    The 531,131 'extra' images are not used.
+    """
+    root = _root(cfg)
+    files = [datasets.SVHN.split_list[split][1] for split in ("train", "test")]
+    cls = datasets.SVHN if cfg.verify_checksums else SVHNFilesOnly
+    train, test = _load_official(
+        cfg, "SVHN", root, files, bool(cfg.verify_checksums),
+        lambda is_train, download: cls(root, split="train" if is_train else "test", transform=TO_UINT8_TENSOR,
+                                       download=download))
+    pool, val = _carve(_split(train, train.labels), cfg, "SVHN")
+    return SourceSplits(train=pool, val=val, test=_split(test, test.labels), num_classes=10,
+                        input_shape=(3, 32, 32), image=True,
+                        mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970))
+
+
+@register_source("image_folder")
+def load_image_folder(cfg) -> SourceSplits:
+    """Images in class sub-folders (train_dir/<class>/*.png, test_dir/<class>/*.png), resized to
+    image_size x image_size RGB. Classes are the sorted sub-folder names; test_dir must have the same."""
+    if cfg.download:
+        raise ConfigError("data.download=true: image_folder has nothing to download; copy the class folders into "
+                          f"data.train_dir={cfg.train_dir!r} and data.test_dir={cfg.test_dir!r}")
+    size = cfg.image_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"data.image_size={size!r} must be a whole number >= 1 (images are resized to it, square)")
+    mean, std = _channel_stats(cfg.mean, "data.mean"), _channel_stats(cfg.std, "data.std")
+    if any(s <= 0 for s in std):
+        raise ConfigError(f"data.std={list(std)} must be > 0 in every channel")
+    transform = v2.Compose([v2.Resize((size, size), antialias=True), TO_UINT8_TENSOR])
+
+    def folder(key: str) -> datasets.ImageFolder:
+        directory = os.path.abspath(os.path.expanduser(str(cfg[key])))
+        try:
+            return datasets.ImageFolder(directory, transform=transform)
+        except (FileNotFoundError, NotADirectoryError) as error:
+            raise ConfigError(
+                f"image_folder: no images found for data.{key}={directory} ({error}). Expected one sub-folder per "
+                f"class holding the images, e.g. {directory}/<class>/xxx.png; set data.{key} or data.root."
+            ) from error
+
+    train, test = folder("train_dir"), folder("test_dir")
+    if train.classes != test.classes:
+        raise ConfigError(
+            f"image_folder: the class folders differ between data.train_dir ({', '.join(train.classes)}) and "
+            f"data.test_dir ({', '.join(test.classes)}); both need the same class sub-folders"
+        )
+    pool, val = _carve(_split(train, train.targets), cfg, "image_folder")
+    return SourceSplits(train=pool, val=val, test=_split(test, test.targets), num_classes=len(train.classes),
+                        input_shape=(3, size, size), image=True, mean=mean, std=std)
+
+
+def _channel_stats(values, key: str) -> tuple[float, ...]:
+    stats = tuple(float(v) for v in values)
+    if len(stats) != 3:
+        raise ConfigError(f"{key}={list(stats)} needs 3 values, one per RGB channel (image_folder loads RGB)")
+    return stats
