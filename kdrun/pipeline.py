@@ -51,8 +51,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
                 f"allowed: losses without a label term (e.g. loss=kd loss.alpha=1.0)"
             )
     input_shape = splits.source.input_shape
-    build_teacher = lambda: build_model(cfg.teacher.model, input_shape, role="teacher")  # noqa: E731
-    build_teacher()  # architecture errors surface before any training
+    build_model(cfg.teacher.model, input_shape, role="teacher")  # architecture errors surface before any training
     torch.manual_seed(seeds.init)
     student = build_model(cfg.student.model, input_shape, role="student")
 
@@ -61,7 +60,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     times: dict[str, float] = {}
 
     stage_start = time.perf_counter()
-    teacher = _get_teacher(cfg, splits, build_teacher, output_dir, group)
+    teacher = get_teacher(cfg, splits, output_dir, group)
     times["teacher/wall_time_s"] = time.perf_counter() - stage_start
     log.info("teacher: %s (%s)", teacher.source, f"key {teacher.key}" if teacher.key else teacher.path)
 
@@ -124,7 +123,13 @@ def teacher_identity(cfg: DictConfig, splits: DataSplits) -> dict:
     }
 
 
-def _get_teacher(cfg, splits: DataSplits, build_teacher, output_dir: Path, group: str) -> TeacherResult:
+def get_teacher(cfg, splits: DataSplits, output_dir: Path, group: str | None = None) -> TeacherResult:
+    """The run's teacher: imported from `teacher.checkpoint`, or from the store (trained there once).
+
+    Also used by commands that need the teacher of a configuration without training a student
+    (e.g. the PTLoss coefficient search)."""
+    build_teacher = lambda: build_model(cfg.teacher.model, splits.source.input_shape, role="teacher")  # noqa: E731
+    group = group or output_dir.name
     if cfg.teacher.checkpoint is not None:
         return load_teacher_checkpoint(cfg.teacher.checkpoint, build_teacher())
 

@@ -66,4 +66,4 @@ def _is_number(value) -> bool:
 
 
 # Import the loss families so they register themselves.
-from kdrun.losses import distillation, label  # noqa: E402,F401
+from kdrun.losses import baselines, controls, distillation, features, label, ptloss, retrieval  # noqa: E402,F401

@@ -1,4 +1,4 @@
-"""Loss formulas as pure functions of tensors: no configs, no training loop.
+"""Knowledge-distillation formulas: cross-entropy, KL at temperature and the alpha-mix.
 
 Shapes: logits (B, K); targets (B,) integer labels; every function returns the batch mean.
 Conventions (they differ between papers, hence the arguments):
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor
+
+__all__ = ["softmax_cross_entropy", "kl_divergence_at_temperature", "kd_terms", "kd_loss", "mse_logits", "mix"]
 
 
 def softmax_cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
