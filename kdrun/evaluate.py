@@ -18,7 +18,8 @@ def collect_logits(model: nn.Module, loader: DataLoader) -> tuple[np.ndarray, np
     was_training = model.training
     model.eval()
     indices, labels, logits = [], [], []
-    device = next(model.parameters()).device
+    # parameter-free teachers (oracles) still carry a buffer that follows the module's device
+    device = next(iter([*model.parameters(), *model.buffers()]), torch.zeros(())).device
     for x, y, index in loader:
         logits.append(model(x.to(device)).float().cpu())
         labels.append(y)

@@ -29,7 +29,7 @@ def state_checksum(model: nn.Module) -> str:
 
 class DistillationModule(L.LightningModule):
     def __init__(self, student: nn.Module, teacher: nn.Module | None, schedule: LossSchedule,
-                 optimizer_cfg, num_classes: int, stage: str):
+                 optimizer_cfg, num_classes: int, stage: str, input_shape=None):
         super().__init__()
         self.student, self.schedule, self.optimizer_cfg, self.stage = student, schedule, optimizer_cfg, stage
         self.teacher = teacher
@@ -37,6 +37,13 @@ class DistillationModule(L.LightningModule):
             # Frozen: outside the optimiser and gradient sync, and always in eval mode.
             teacher.requires_grad_(False)
             teacher.eval()
+        # Feature-matching losses hook the models and own learned projections; registering
+        # them here puts the projections on the module's device and in the student's optimiser.
+        # Their init follows the student's init (same student weights -> same projections).
+        self.feature_matchers = nn.ModuleList(
+            loss.attach(student, teacher, input_shape, projection_seed=int(state_checksum(student)[:8], 16))
+            for loss in schedule.losses if hasattr(loss, "attach")
+        )
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_nll = MeanMetric()
         self.val_agreement = MeanMetric()
@@ -90,5 +97,11 @@ class DistillationModule(L.LightningModule):
             self.val_agreement((logits.argmax(-1) == self.teacher(x).argmax(-1)).float())
             self.log("val/agreement", self.val_agreement)
 
+    def teardown(self, stage: str):
+        for matcher in self.feature_matchers:
+            matcher.remove_hooks()  # evaluation after training needs no captured features
+
     def configure_optimizers(self):
-        return build_optimizer(self.optimizer_cfg, self.student.parameters(), where=self.stage)
+        # Feature projections train with the student; frozen control targets do not.
+        projections = [p for p in self.feature_matchers.parameters() if p.requires_grad]
+        return build_optimizer(self.optimizer_cfg, [*self.student.parameters(), *projections], where=self.stage)

@@ -20,8 +20,10 @@ from kdrun.callbacks import progress_callbacks
 from kdrun.data.datamodule import DataSplits, StageDataModule
 from kdrun.errors import ConfigError
 from kdrun.evaluate import bayes_metrics, evaluate
+from kdrun.feature_taps import named_submodule
 from kdrun.loggers import build_logger, close_logger
 from kdrun.models import build_model, count_parameters
+from kdrun.oracle_teachers import build_oracle_teacher
 from kdrun.module import DistillationModule
 from kdrun.schedule import LossSchedule, PhaseSpec, build_schedule
 from kdrun.seeds import derive_seed, resolve_seeds
@@ -51,9 +53,11 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
                 f"allowed: losses without a label term (e.g. loss=kd loss.alpha=1.0)"
             )
     input_shape = splits.source.input_shape
-    build_model(cfg.teacher.model, input_shape, role="teacher")  # architecture errors surface before any training
-    torch.manual_seed(seeds.init)
+    # architecture errors (and feature layers the models lack) surface before any training
+    teacher_architecture = None if cfg.teacher.get("oracle") else build_model(cfg.teacher.model, input_shape, "teacher")
+    torch.manual_seed(student_init_seed(cfg, seeds))
     student = build_model(cfg.student.model, input_shape, role="student")
+    check_feature_layers(schedule, student, teacher_architecture)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     group = _run_group(output_dir)
@@ -67,7 +71,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     stage_start = time.perf_counter()
     logger = build_logger(cfg, "student", output_dir, group)
     module = DistillationModule(student, teacher.model, schedule, cfg.student.optimizer,
-                                splits.num_classes, stage="student")
+                                splits.num_classes, stage="student", input_shape=input_shape)
     L.seed_everything(seeds.data_order, workers=True, verbose=False)  # dropout and other training randomness
     _trainer(cfg, "student", cfg.student.epochs, output_dir, logger).fit(
         module, datamodule=StageDataModule(splits, "student", order_seed=seeds.data_order))
@@ -106,6 +110,45 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     return metrics
 
 
+def check_feature_layers(schedule: LossSchedule, student, teacher) -> None:
+    """Every module a feature-matching loss names exists in the student and the teacher."""
+    for loss in schedule.losses:
+        for student_layer, teacher_layer in getattr(loss, "pairs", []):
+            named_submodule(student, student_layer, "student")
+            if teacher is not None:
+                named_submodule(teacher, teacher_layer, "teacher")
+
+
+def student_init_seed(cfg: DictConfig, seeds) -> int:
+    """The seed the student is built under: its own `seeds.init`, or the teacher's (`student.init=teacher`).
+
+    With `teacher` the student starts from the teacher's initial weights, which needs the same
+    architecture and a teacher this run trains (or reuses) from `teacher.seed`. Training it with
+    the teacher's data order too would only retrain the teacher, so that is refused."""
+    init = cfg.student.get("init", "own")
+    if init == "own":
+        return seeds.init
+    if init != "teacher":
+        raise ConfigError(f"student.init={init!r}; allowed: own (from seeds.init), teacher (the teacher's initial weights)")
+    teacher_model = OmegaConf.to_container(cfg.teacher.model, resolve=True)
+    if teacher_model != OmegaConf.to_container(cfg.student.model, resolve=True):
+        raise ConfigError(
+            f"student.init=teacher needs the teacher's architecture, but student.model={cfg.student.model.name} "
+            f"differs from teacher.model={teacher_model['name']} (or their options differ); allowed: "
+            f"student={teacher_model['name']} with the same options, or student.init=own"
+        )
+    if cfg.teacher.checkpoint is not None or cfg.teacher.get("oracle"):
+        raise ConfigError("student.init=teacher needs the teacher's initial weights, which an imported "
+                          "(teacher.checkpoint) or oracle teacher does not have; allowed: student.init=own")
+    if seeds.data_order == derive_seed(cfg.teacher.seed, "data_order"):
+        raise ConfigError(
+            f"student.init=teacher with seeds.data_order={seeds.data_order}, the teacher's own data order, would "
+            f"retrain the teacher; allowed: a seed other than teacher.seed={cfg.teacher.seed} (seed={cfg.seed}), "
+            f"or another seeds.data_order"
+        )
+    return int(cfg.teacher.seed)
+
+
 def teacher_identity(cfg: DictConfig, splits: DataSplits) -> dict:
     """Everything that determines a trained teacher: its key in the store."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
@@ -130,6 +173,9 @@ def get_teacher(cfg, splits: DataSplits, output_dir: Path, group: str | None = N
     (e.g. the PTLoss coefficient search)."""
     build_teacher = lambda: build_model(cfg.teacher.model, splits.source.input_shape, role="teacher")  # noqa: E731
     group = group or output_dir.name
+    if cfg.teacher.get("oracle"):
+        return TeacherResult(build_oracle_teacher(cfg, splits.source), f"oracle {cfg.teacher.oracle}", None,
+                             output_dir)
     if cfg.teacher.checkpoint is not None:
         return load_teacher_checkpoint(cfg.teacher.checkpoint, build_teacher())
 
@@ -195,7 +241,7 @@ def _print_summary(cfg, metrics: dict, output_dir: Path) -> None:
     teacher_note = f"{metrics['teacher/source']}" + (f", key {metrics['teacher/key']}" if metrics["teacher/key"] else "")
     lines = [
         f"done in {metrics['wall_time_s']:.1f} s -> {output_dir}",
-        f"  teacher  {cfg.teacher.model.name:<6} {metrics['teacher/params']:>9,} params  "
+        f"  teacher  {cfg.teacher.get('oracle') or cfg.teacher.model.name:<6} {metrics['teacher/params']:>9,} params  "
         f"N={metrics['teacher/train_size']:<6} test acc {metrics['teacher/test/acc']:.4f}  nll {metrics['teacher/test/nll']:.4f}"
         f"  ({teacher_note})",
         f"  student  {cfg.student.model.name:<6} {metrics['student/params']:>9,} params  "

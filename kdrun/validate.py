@@ -34,6 +34,9 @@ def validate_config(cfg) -> None:
         if isinstance(spec.until, float) and not 0.0 <= spec.until <= 1.0:
             raise ConfigError(f"{spec.where}={spec.until} is outside the training run: a float is a fraction in [0, 1]")
     checkpoint = cfg.teacher.checkpoint
+    if checkpoint is not None and cfg.teacher.get("oracle"):
+        raise ConfigError(f"teacher.checkpoint={checkpoint!r} and teacher.oracle={cfg.teacher.oracle} both choose the "
+                          f"teacher; allowed: one of them")
     if checkpoint is not None and not Path(str(checkpoint)).is_file():
         raise ConfigError(f"teacher.checkpoint={checkpoint!r}: no such file; give the path of saved teacher weights")
     if cfg.logger.name not in group_options("logger"):

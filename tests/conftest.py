@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
@@ -58,3 +59,11 @@ def tree_snapshot():
                 for p in sorted(root.rglob("*")) if p.is_file()}
 
     return snapshot
+
+
+def random_logits(batch: int, classes: int, seed: int, scale: float = 2.0, dtype=torch.float64):
+    """(student logits, teacher logits, labels): seeded random inputs for loss-formula tests."""
+    generator = torch.Generator().manual_seed(seed)
+    student = torch.randn(batch, classes, generator=generator, dtype=dtype) * scale
+    teacher = torch.randn(batch, classes, generator=generator, dtype=dtype) * scale
+    return student, teacher, torch.randint(0, classes, (batch,), generator=generator)

@@ -24,7 +24,7 @@ CASES = [
     (["teacher.model.num_classes=5"], ["teacher.model.num_classes=5", "student.model.num_classes=10"]),
     (["teacher.model.num_classes=5", "student.model.num_classes=5"], ["5 classes", "allowed: 10"]),
     (["teacher.checkpoint=/nonexistent/teacher.pt"], ["/nonexistent/teacher.pt", "no such file"]),
-    (["schedule=late_switch", "schedule.to=kdd"], ["schedule.to='kdd'", "allowed: ce, kd, mse_logits"]),
+    (["schedule=late_switch", "schedule.to=kdd"], ["schedule.to='kdd'", "allowed: ce, ", "kd, ", "mse_logits"]),
     (["schedule=phases", "schedule.phases=[{loss: ce, until: 0.5}, {loss: nope}]"], ["'nope'", "allowed:"]),
     (["+loss.beta=3"], ["beta", "allowed: alpha, t_squared, temperature"]),
     (["student.model.name=resnet9000"], ["resnet9000", "allowed: ", "cnn, logistic_regression, mlp"]),

@@ -1,59 +1,59 @@
-"""Objectives that match the teacher's outputs."""
+"""Objectives that match the teacher's outputs (formulas and conventions in `functional.kd`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import ClassVar
 
-from kdrun.losses import check_alpha, check_flag, check_temperature, register_loss
 from kdrun.losses import functional as F
+from kdrun.losses import register_loss
+from kdrun.losses.mixture import LabelMixture, TemperedMixture
 
 
 @register_loss("kd")
 @dataclass
-class KnowledgeDistillation:
-    """(1 - alpha) * CE(y, p_s) + alpha * [T^2] * KL(p_t^T || p_s^T); see `functional` for conventions."""
+class KnowledgeDistillation(TemperedMixture):
+    """(1 - alpha) * CE(y, p_s) + alpha * [T^2] * KL(p_t^T || p_s^T)."""
 
-    alpha: float
-    temperature: float
-    t_squared: bool
     needs_teacher: ClassVar[bool] = True
 
-    def __post_init__(self):
-        check_alpha(self.alpha, "kd")
-        check_temperature(self.temperature, "kd")
-        check_flag(self.t_squared, "t_squared", "kd")
+    def __call__(self, student_logits, teacher_logits, batch):
+        soft = F.kl_divergence_at_temperature(student_logits, teacher_logits, self.temperature)
+        return self.mixed(student_logits, batch, self.scaled(soft), "soft")
 
-    @property
-    def needs_labels(self) -> bool:
-        return self.alpha < 1
+
+@register_loss("soft_ce")
+@dataclass
+class SoftCrossEntropy(TemperedMixture):
+    """(1 - alpha) * CE(y, p_s) + alpha * [T^2] * H(p_t^T, p_s^T): KD written as a cross-entropy with the
+    teacher's probabilities (paper 001's distillation risk). Same gradients as `kd`; the logged value
+    includes the teacher's entropy."""
+
+    needs_teacher: ClassVar[bool] = True
 
     def __call__(self, student_logits, teacher_logits, batch):
-        targets = None if self.alpha == 1 else batch[1]
-        label, soft = F.kd_terms(student_logits, teacher_logits, targets, self.temperature, self.t_squared)
-        if label is None:
-            return soft, {"soft": soft}
-        return F.mix(label, soft, self.alpha), {"label": label, "soft": soft}
+        soft = F.soft_cross_entropy(student_logits, teacher_logits, self.temperature)
+        return self.mixed(student_logits, batch, self.scaled(soft), "soft_ce")
 
 
 @register_loss("mse_logits")
 @dataclass
-class LogitMatching:
+class LogitMatching(LabelMixture):
     """(1 - alpha) * CE(y, p_s) + alpha * MSE(z_s, z_t): paper 002's temperature -> infinity limit."""
 
-    alpha: float
     needs_teacher: ClassVar[bool] = True
 
-    def __post_init__(self):
-        check_alpha(self.alpha, "mse_logits")
+    def __call__(self, student_logits, teacher_logits, batch):
+        return self.mixed(student_logits, batch, F.mse_logits(student_logits, teacher_logits), "mse")
 
-    @property
-    def needs_labels(self) -> bool:
-        return self.alpha < 1
+
+@register_loss("kd_hard")
+@dataclass
+class HardLabelDistillation(LabelMixture):
+    """(1 - alpha) * CE(y, p_s) + alpha * CE(argmax z_t, p_s): the teacher's top-1 predictions as labels."""
+
+    needs_teacher: ClassVar[bool] = True
 
     def __call__(self, student_logits, teacher_logits, batch):
-        mse = F.mse_logits(student_logits, teacher_logits)
-        if self.alpha == 1:
-            return mse, {"mse": mse}
-        label = F.softmax_cross_entropy(student_logits, batch[1])
-        return F.mix(label, mse, self.alpha), {"label": label, "mse": mse}
+        hard = F.softmax_cross_entropy(student_logits, F.hard_teacher_labels(teacher_logits))
+        return self.mixed(student_logits, batch, hard, "teacher_label")

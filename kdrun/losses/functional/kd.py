@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["softmax_cross_entropy", "kl_divergence_at_temperature", "kd_terms", "kd_loss", "mse_logits", "mix"]
+__all__ = ["softmax_cross_entropy", "kl_divergence_at_temperature", "soft_cross_entropy", "kd_terms", "kd_loss",
+           "hard_teacher_labels", "uniform_teacher_logits", "mse_logits", "mix"]
 
 
 def softmax_cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
@@ -32,6 +33,25 @@ def kl_divergence_at_temperature(student_logits: Tensor, teacher_logits: Tensor,
     teacher_log_probs = F.log_softmax(teacher_logits / temperature, dim=-1)
     # log_target avoids log(0) = -inf where a teacher probability underflows
     return F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
+
+
+def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """H(softmax(z_t / T), softmax(z_s / T)): cross-entropy with the teacher's probabilities as targets.
+
+    Equals KL(p_t^T || p_s^T) + H(p_t^T): the same gradient, but its value includes the teacher's
+    entropy (how papers that write the loss as a cross-entropy report it)."""
+    teacher_probs = F.softmax(teacher_logits / temperature, dim=-1)
+    return -(teacher_probs * F.log_softmax(student_logits / temperature, dim=-1)).sum(-1).mean()
+
+
+def hard_teacher_labels(teacher_logits: Tensor) -> Tensor:
+    """The teacher's top-1 class per sample: distilling on these is cross-entropy with them as labels."""
+    return teacher_logits.argmax(dim=-1)
+
+
+def uniform_teacher_logits(student_logits: Tensor) -> Tensor:
+    """Logits of the class-uniform teacher 1/K (paper 003's RCD control): all zeros, at any temperature."""
+    return student_logits.new_zeros(student_logits.shape).detach()
 
 
 def kd_terms(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor | None,
