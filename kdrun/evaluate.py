@@ -1,65 +1,155 @@
-"""Final evaluation: logits of teacher and student on the splits, metrics, per-sample outputs."""
+"""Final evaluation: logits of teacher and student on the splits, metrics, per-sample outputs.
+
+The metrics and their keys are listed in `kdrun.metrics`; `evaluation.*` in the config sets their knobs.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from kdrun.metrics import agreement, classification_metrics
+from kdrun.errors import ConfigError
+from kdrun.metrics import (BINARY_CONVENTIONS, classification_metrics, linear_cka, mse_to_bayes,
+                           similarity_metrics)
+from kdrun.models import ZooModel
+
+CKA_SPLIT = "test"  # representations are compared on held-out inputs only
+AUROC_AVERAGES = ("macro", "weighted")
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """The `evaluation:` config block (every key optional; these are the defaults)."""
+
+    ece_bins: int = 15
+    precision_at_k: tuple[int, ...] = (1, 5)
+    auroc_average: str = "macro"
+    cka_samples: int = 2000        # 0 turns CKA off
+    mse_binary: str = "vector"     # see kdrun.metrics.oracle
+
+    @classmethod
+    def from_config(cls, cfg: Mapping | None) -> "EvaluationOptions":
+        """The options of an `evaluation:` block; ConfigError names a wrong key or value."""
+        options = {key: value for key, value in dict(cfg or {}).items() if value is not None}
+        unknown = set(options) - {field.name for field in fields(cls)}
+        if unknown:
+            raise ConfigError(f"evaluation.{sorted(unknown)[0]} is unknown; allowed: "
+                              f"{', '.join(field.name for field in fields(cls))}")
+        if "precision_at_k" in options:
+            options["precision_at_k"] = tuple(int(k) for k in options["precision_at_k"])
+        chosen = cls(**options)
+        if chosen.ece_bins < 1 or chosen.cka_samples < 0 or any(k < 1 for k in chosen.precision_at_k):
+            raise ConfigError(f"evaluation: ece_bins={chosen.ece_bins}, cka_samples={chosen.cka_samples}, "
+                              f"precision_at_k={list(chosen.precision_at_k)}; allowed: ece_bins >= 1, "
+                              f"cka_samples >= 0, every k >= 1")
+        if chosen.auroc_average not in AUROC_AVERAGES:
+            raise ConfigError(f"evaluation.auroc_average={chosen.auroc_average!r}; allowed: {', '.join(AUROC_AVERAGES)}")
+        if chosen.mse_binary not in BINARY_CONVENTIONS:
+            raise ConfigError(f"evaluation.mse_binary={chosen.mse_binary!r}; allowed: {', '.join(BINARY_CONVENTIONS)}")
+        return chosen
+
+    def classification(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        return classification_metrics(logits, labels, self.ece_bins, self.precision_at_k, self.auroc_average)
+
+
+@dataclass
+class Outputs:
+    """One model's pass over a loader, in loader order."""
+
+    index: np.ndarray
+    labels: torch.Tensor
+    logits: torch.Tensor
+    features: torch.Tensor | None  # penultimate features of the first samples, when asked for
 
 
 @torch.inference_mode()
-def collect_logits(model: nn.Module, loader: DataLoader) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-    """(dataset indices, labels, logits) over a loader, in loader order, with the model in eval mode."""
+def collect_outputs(model: nn.Module, loader: DataLoader, feature_samples: int = 0) -> Outputs:
+    """Logits over a loader with the model in eval mode, plus `model.features(x)` of the first
+    `feature_samples` inputs for zoo models (other models, e.g. oracles, have no features)."""
     was_training = model.training
     model.eval()
-    indices, labels, logits = [], [], []
+    keep_features = feature_samples > 0 and isinstance(model, ZooModel)
+    indices, labels, logits, features = [], [], [], []
+    kept = 0
     # parameter-free teachers (oracles) still carry a buffer that follows the module's device
     device = next(iter([*model.parameters(), *model.buffers()]), torch.zeros(())).device
     for x, y, index in loader:
-        logits.append(model(x.to(device)).float().cpu())
+        x = x.to(device)
+        if keep_features:  # the same single pass: head(features(x)) is the model's forward
+            representation = model.features(x)
+            logits.append(model.head(representation).float().cpu())
+            if kept < feature_samples:
+                features.append(representation[: feature_samples - kept].float().cpu())
+                kept += len(features[-1])
+        else:
+            logits.append(model(x).float().cpu())
         labels.append(y)
         indices.append(index)
     model.train(was_training)
-    return torch.cat(indices).numpy(), torch.cat(labels), torch.cat(logits)
+    return Outputs(torch.cat(indices).numpy(), torch.cat(labels), torch.cat(logits),
+                   torch.cat(features) if features else None)
+
+
+def collect_logits(model: nn.Module, loader: DataLoader) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """(dataset indices, labels, logits) over a loader, in loader order, with the model in eval mode."""
+    outputs = collect_outputs(model, loader)
+    return outputs.index, outputs.labels, outputs.logits
 
 
 def evaluate(teacher: nn.Module, student: nn.Module, loaders: dict[str, DataLoader], output_dir: Path,
-             per_sample: dict[str, dict[str, np.ndarray]] | None = None) -> dict:
+             per_sample: dict[str, dict[str, np.ndarray]] | None = None,
+             evaluation: Mapping | None = None) -> dict:
     """Metrics of both models on each split, written with per-sample logits to predictions.npz.
 
     `per_sample[split][name]` is an array over the whole split (indexed by dataset index) that
-    is saved alongside as `<split>_<name>` for the evaluated samples (e.g. the label-noise mask)."""
+    is saved alongside as `<split>_<name>` for the evaluated samples (e.g. the label-noise mask).
+    An `oracle_probs` entry (p*(y|x) of synthetic sources) adds each model's `mse_to_bayes`."""
+    options = EvaluationOptions.from_config(evaluation)
     metrics: dict[str, float] = {}
     arrays: dict[str, np.ndarray] = {}
     for split, loader in loaders.items():
-        index, labels, teacher_logits = collect_logits(teacher, loader)
-        _, _, student_logits = collect_logits(student, loader)
-        for role, logits in (("teacher", teacher_logits), ("student", student_logits)):
-            for name, value in classification_metrics(logits, labels).items():
+        feature_samples = options.cka_samples if split == CKA_SPLIT else 0
+        teacher_out = collect_outputs(teacher, loader, feature_samples)
+        student_out = collect_outputs(student, loader, feature_samples)
+        index, labels = teacher_out.index, teacher_out.labels
+        extra = {name: np.asarray(values)[index] for name, values in (per_sample or {}).get(split, {}).items()}
+        for role, outputs in (("teacher", teacher_out), ("student", student_out)):
+            for name, value in options.classification(outputs.logits, labels).items():
                 metrics[f"{role}/{split}/{name}"] = value
-        metrics[f"student/{split}/agreement"] = agreement(student_logits, teacher_logits)
+            if "oracle_probs" in extra:
+                metrics[f"{role}/{split}/mse_to_bayes"] = mse_to_bayes(
+                    outputs.logits.double().softmax(-1).numpy(), extra["oracle_probs"], options.mse_binary)
+        for name, value in similarity_metrics(student_out.logits, teacher_out.logits, labels).items():
+            # undefined values (agreement on an empty subset, e.g. a teacher right on every training
+            # input) are left out: metrics.json stays strict JSON and tables read the gap as NaN
+            if not math.isnan(value):
+                metrics[f"student/{split}/{name}"] = value
+        if teacher_out.features is not None and student_out.features is not None:
+            metrics[f"student/{split}/cka"] = linear_cka(student_out.features, teacher_out.features)
         arrays.update({
             f"{split}_index": index,
             f"{split}_label": labels.numpy(),
-            f"{split}_teacher_logits": teacher_logits.numpy(),
-            f"{split}_student_logits": student_logits.numpy(),
+            f"{split}_teacher_logits": teacher_out.logits.numpy(),
+            f"{split}_student_logits": student_out.logits.numpy(),
         })
-        for name, values in (per_sample or {}).get(split, {}).items():
-            arrays[f"{split}_{name}"] = np.asarray(values)[index]
+        arrays.update({f"{split}_{name}": values for name, values in extra.items()})
     np.savez_compressed(output_dir / "predictions.npz", **arrays)
     return metrics
 
 
-def bayes_metrics(splits) -> dict:
-    """`bayes/<split>/{acc,nll,ece}`: the Bayes classifier p*(y|x), where the source knows it.
+def bayes_metrics(splits, evaluation: Mapping | None = None) -> dict:
+    """`bayes/<split>/{acc,nll,ece,auroc,...}`: the Bayes classifier p*(y|x), where the source knows it.
 
     `train` is the student's training samples with the labels as trained on (label noise
     included), as for the student's own `train` metrics."""
+    options = EvaluationOptions.from_config(evaluation)
     metrics: dict[str, float] = {}
     train, test = splits.source.train.oracle_probs, splits.source.test.oracle_probs
     chosen = splits.student_indices
@@ -70,6 +160,6 @@ def bayes_metrics(splits) -> dict:
         if probs is None:
             continue
         log_probs = torch.as_tensor(probs, dtype=torch.float64).clamp_min(1e-300).log()
-        for name, value in classification_metrics(log_probs, torch.as_tensor(labels)).items():
+        for name, value in options.classification(log_probs, torch.as_tensor(labels)).items():
             metrics[f"bayes/{split}/{name}"] = value
     return metrics

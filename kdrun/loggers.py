@@ -50,12 +50,33 @@ def build_logger(cfg, stage: str, output_dir: Path, group: str):
     raise ConfigError(f"logger.name={name!r} is unknown; allowed: csv, wandb, none")
 
 
+def is_wandb(logger) -> bool:
+    return type(logger).__name__ == "WandbLogger"
+
+
+def log_run_figures(logger, run_dir: Path) -> dict[str, Path]:
+    """Draw the run's reliability diagram and phi scatter (kdrun.report.plots) into
+    `run_dir/figures/` and log them as images to the logger's run."""
+    from kdrun.report.plots import phi_scatter, reliability_diagram
+
+    figures_dir = run_dir / "figures"
+    figures_dir.mkdir(exist_ok=True)
+    predictions = run_dir / "predictions.npz"
+    figures = {
+        "figures/reliability_test": reliability_diagram(predictions, figures_dir / "reliability_test.png"),
+        "figures/phi_scatter_train": phi_scatter(predictions, figures_dir / "phi_scatter_train.png", split="train"),
+    }
+    for key, path in figures.items():
+        logger.log_image(key=key, images=[str(path)])
+    return figures
+
+
 def close_logger(logger, summary: dict | None = None) -> None:
     """Finish a stage's logger; a wandb run must end before the next stage starts its own."""
     if not logger:
         return
     logger.finalize("success")
-    if type(logger).__name__ == "WandbLogger":
+    if is_wandb(logger):
         import wandb
 
         if summary:  # the CSV logger needs none: metrics.json holds the summary

@@ -16,14 +16,15 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from kdrun.callbacks import progress_callbacks
+from kdrun.callbacks import analysis_callbacks, progress_callbacks
 from kdrun.data.datamodule import DataSplits, StageDataModule
 from kdrun.errors import ConfigError
 from kdrun.evaluate import bayes_metrics, evaluate
 from kdrun.feature_taps import named_submodule
-from kdrun.loggers import build_logger, close_logger
+from kdrun.loggers import build_logger, close_logger, is_wandb, log_run_figures
 from kdrun.models import build_model, count_parameters
 from kdrun.oracle_teachers import build_oracle_teacher
+from kdrun.per_sample_csv import write_per_sample_csv
 from kdrun.module import DistillationModule
 from kdrun.schedule import LossSchedule, PhaseSpec, build_schedule
 from kdrun.seeds import derive_seed, resolve_seeds
@@ -58,6 +59,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     torch.manual_seed(student_init_seed(cfg, seeds))
     student = build_model(cfg.student.model, input_shape, role="student")
     check_feature_layers(schedule, student, teacher_architecture)
+    analysis = analysis_callbacks(cfg, splits, student, output_dir, student_steps)  # settings checked before training
 
     output_dir.mkdir(parents=True, exist_ok=True)
     group = _run_group(output_dir)
@@ -73,7 +75,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     module = DistillationModule(student, teacher.model, schedule, cfg.student.optimizer,
                                 splits.num_classes, stage="student", input_shape=input_shape)
     L.seed_everything(seeds.data_order, workers=True, verbose=False)  # dropout and other training randomness
-    _trainer(cfg, "student", cfg.student.epochs, output_dir, logger).fit(
+    _trainer(cfg, "student", cfg.student.epochs, output_dir, logger, analysis).fit(
         module, datamodule=StageDataModule(splits, "student", order_seed=seeds.data_order))
     times["student/wall_time_s"] = time.perf_counter() - stage_start
 
@@ -84,8 +86,9 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     for split, probs in oracle.items():
         if probs is not None:  # synthetic sources: p*(y|x) beside each sample's logits
             per_sample.setdefault(split, {})["oracle_probs"] = probs
-    metrics = evaluate(teacher.model, student, loaders, output_dir, per_sample)
-    metrics.update(bayes_metrics(splits))
+    metrics = evaluate(teacher.model, student, loaders, output_dir, per_sample, cfg.get("evaluation"))
+    metrics.update(bayes_metrics(splits, cfg.get("evaluation")))
+    write_per_sample_csv(output_dir)
     times["evaluate/wall_time_s"] = time.perf_counter() - stage_start
     torch.save(student.state_dict(), output_dir / "student.pt")
     metrics.update({
@@ -105,6 +108,8 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
         "wall_time_s": time.perf_counter() - started,
     })
     (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    if is_wandb(logger):  # the dashboard shows the run's own figures beside its curves
+        log_run_figures(logger, output_dir)
     close_logger(logger, summary=metrics)
     _print_summary(cfg, metrics, output_dir)
     return metrics
@@ -201,12 +206,12 @@ def get_teacher(cfg, splits: DataSplits, output_dir: Path, group: str | None = N
     return TeacherStore(cfg.teacher.store).get_or_train(teacher_identity(cfg, splits), build, train)
 
 
-def _trainer(cfg, stage: str, epochs: int, output_dir: Path, logger) -> L.Trainer:
+def _trainer(cfg, stage: str, epochs: int, output_dir: Path, logger, extra_callbacks=()) -> L.Trainer:
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     return L.Trainer(
         max_epochs=epochs, logger=logger, default_root_dir=str(output_dir / "lightning" / stage),
         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
-        callbacks=progress_callbacks(stage, trainer_args.pop("enable_progress_bar", True)),
+        callbacks=[*progress_callbacks(stage, trainer_args.pop("enable_progress_bar", True)), *extra_callbacks],
         enable_progress_bar=sys.stderr.isatty() and cfg.trainer.get("enable_progress_bar", True),
         **trainer_args,
     )

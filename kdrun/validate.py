@@ -39,6 +39,9 @@ def validate_config(cfg) -> None:
                           f"teacher; allowed: one of them")
     if checkpoint is not None and not Path(str(checkpoint)).is_file():
         raise ConfigError(f"teacher.checkpoint={checkpoint!r}: no such file; give the path of saved teacher weights")
+    from kdrun.evaluate import EvaluationOptions  # checked now, used only after training
+
+    EvaluationOptions.from_config(cfg.get("evaluation"))
     if cfg.logger.name not in group_options("logger"):
         raise ConfigError(f"logger.name={cfg.logger.name!r}; allowed: {', '.join(group_options('logger'))}")
 

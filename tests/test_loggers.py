@@ -23,6 +23,11 @@ def test_wandb_logger_writes_offline_runs_for_both_stages(tmp_path):
     assert b"val/acc" in teacher_log
     assert b"train/loss" in student_log and b"student/test/acc" in student_log  # step metrics and summary
     assert b"temperature" in student_log  # the resolved config is attached
+    # the run's figures are drawn into the run directory and logged as images to the student's run
+    assert (run_dir / "figures" / "reliability_test.png").is_file()
+    assert b"figures/reliability_test" in student_log and b"figures/phi_scatter_train" in student_log
+    media = sorted(p.name.split("_")[0] for p in (runs[1] / "files" / "media" / "images" / "figures").glob("*.png"))
+    assert media == ["phi", "reliability"], media
 
 
 def test_wandb_mode_defaults_offline_without_a_key(monkeypatch, tmp_path):

@@ -1,0 +1,90 @@
+"""Per-sample quantities of paper 000's scatter plots (M1-M4), from teacher and student logits.
+
+Pure functions on arrays: the pipeline reads predictions.npz and writes the result as a table.
+
+phi(u) = log(u / (1 - u)) is computed from the logits as phi(p_j) = f_j - logsumexp_{i != j} f_i,
+an exact identity. Going through probabilities instead would saturate: in float32 a class
+ahead by 40 nats has p = 1 exactly, and phi = inf.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def log_odds(logits: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """phi(p_c) = log(p_c / (1 - p_c)) of class `classes[n]` for each row n, without forming p_c."""
+    logits = np.asarray(logits, dtype=np.float64)  # float64: the difference of two large numbers
+    rows = np.arange(len(logits))
+    others = logits.copy()
+    others[rows, classes] = -np.inf
+    peak = others.max(axis=1)
+    rest = peak + np.log(np.exp(others - peak[:, None]).sum(axis=1))
+    return logits[rows, classes] - rest
+
+
+def per_sample_outputs(teacher_logits: np.ndarray, student_logits: np.ndarray, labels: np.ndarray,
+                       noise_mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """One value per sample for the M1 (teacher's top class), M2 (true class), M3 (correctness)
+    and M4 (label noise) scatters.
+
+    `labels` are the true classes (the clean labels where label noise flipped some); `noise_mask`
+    marks the flipped samples, None when no label was flipped (e.g. the test split)."""
+    teacher_logits, student_logits = np.asarray(teacher_logits), np.asarray(student_logits)
+    labels = np.asarray(labels, dtype=np.int64)
+    if teacher_logits.shape != student_logits.shape or teacher_logits.ndim != 2:
+        raise ValueError(f"teacher logits {teacher_logits.shape} and student logits {student_logits.shape} "
+                         f"must both be (samples, classes)")
+    if labels.shape != (len(teacher_logits),):
+        raise ValueError(f"labels {labels.shape} must hold one class per sample ({len(teacher_logits)})")
+    rows = np.arange(len(labels))
+    teacher_top = teacher_logits.argmax(axis=1)
+    student_top = student_logits.argmax(axis=1)
+    teacher_probs, student_probs = np.exp(log_softmax(teacher_logits)), np.exp(log_softmax(student_logits))
+    noisy = np.zeros(len(labels), dtype=bool) if noise_mask is None else np.asarray(noise_mask, dtype=bool)
+    return {
+        "teacher_top_class": teacher_top,
+        "student_top_class": student_top,
+        "teacher_prob_top": teacher_probs[rows, teacher_top],
+        "student_prob_top": student_probs[rows, teacher_top],
+        "teacher_prob_true": teacher_probs[rows, labels],
+        "student_prob_true": student_probs[rows, labels],
+        "teacher_phi_top": log_odds(teacher_logits, teacher_top),
+        "student_phi_top": log_odds(student_logits, teacher_top),
+        "teacher_phi_true": log_odds(teacher_logits, labels),
+        "student_phi_true": log_odds(student_logits, labels),
+        "teacher_correct": teacher_top == labels,
+        "student_correct": student_top == labels,
+        "noisy": noisy,
+    }
+
+
+def per_sample_table(predictions, splits=("train", "test")) -> dict[str, np.ndarray]:
+    """Columns over the samples of `splits`, from the arrays evaluate() saves in predictions.npz.
+
+    `label` is the label the student trained on; `true_label` the clean one (they differ where
+    label noise flipped it), which the `*_true` and `*_correct` columns use."""
+    columns: dict[str, list[np.ndarray]] = {}
+    for split in splits:
+        label = np.asarray(predictions[f"{split}_label"])
+        clean_key = f"{split}_clean_label"
+        true_label = np.asarray(predictions[clean_key]) if clean_key in predictions else label
+        noise_key = f"{split}_noise_mask"
+        noise_mask = predictions[noise_key] if noise_key in predictions else None
+        part = {
+            "split": np.full(len(label), split),
+            "index": np.asarray(predictions[f"{split}_index"]),
+            "label": label,
+            "true_label": true_label,
+            **per_sample_outputs(predictions[f"{split}_teacher_logits"], predictions[f"{split}_student_logits"],
+                                 true_label, noise_mask),
+        }
+        for name, values in part.items():
+            columns.setdefault(name, []).append(values)
+    return {name: np.concatenate(parts) for name, parts in columns.items()}

@@ -1,0 +1,212 @@
+"""`kdrun-report DIR [DIR ...]`: tables, statistics, figures and an HTML / Markdown report of
+finished runs. Reads run directories only (never trains), so it imports neither torch nor
+Lightning and starts fast."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from kdrun.report.aggregate import DEFAULT_SEED_COLUMNS, group_columns, select_metrics, summarize, summary_wide
+from kdrun.report.collect import collect_runs, split_columns
+from kdrun.report.errors import ReportError
+from kdrun.report.stats import (ALTERNATIVES, KAPPA_COLUMN, compare_conditions, kappa_stars, parse_assignments,
+                                teacher_bias_variance)
+
+# Metrics the figures show when --metrics does not choose (those present in the runs).
+FIGURE_METRICS = ("student/test/acc", "student/test/nll", "student/test/ece", "student/test/agreement")
+AGREEMENT_SPLIT = ("student/test/agreement_teacher_correct", "student/test/agreement_teacher_incorrect")
+SWITCH_COLUMN = "schedule.at"
+MAX_REPRESENTATIVE_RUNS = 8  # per-run figures: one run per condition, bounded for large sweeps
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kdrun-report", description="Report on finished kdrun runs: runs.csv, summary.csv, comparisons.csv, "
+                                         "pairs.csv, figures/ and report.html / report.md.")
+    parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="run, sweep or output directories")
+    parser.add_argument("--out", type=Path, help="output directory (default: <first DIR>/report)")
+    parser.add_argument("--metrics", help="comma-separated metric names or globs, e.g. 'student/test/*' "
+                                          "(default: every numeric metric; student metrics for comparisons)")
+    parser.add_argument("--compare", nargs="+", default=[], metavar="K=V", help="the runs under test, e.g. loss=kd")
+    parser.add_argument("--against", nargs="+", default=[], metavar="K=V", help="the baseline runs, e.g. loss=ce")
+    parser.add_argument("--pair-by", default="seed", help="comma-separated columns that pair runs (default: seed)")
+    parser.add_argument("--alternative", default="greater", choices=ALTERNATIVES,
+                        help="greater: compare is better than against (per metric direction); default greater")
+    parser.add_argument("--seed-columns", default=",".join(DEFAULT_SEED_COLUMNS),
+                        help="comma-separated columns (globs) averaged over (default: seed,seeds.*)")
+    parser.add_argument("--title", default="kdrun report", help="report title")
+    parser.add_argument("--no-figures", action="store_true", help="skip the figures (faster)")
+    return parser
+
+
+def _split_list(text: str | None) -> list[str]:
+    return [item.strip() for item in (text or "").split(",") if item.strip()]
+
+
+def _default_comparison_metrics(table: pd.DataFrame, chosen: list[str]) -> list[str]:
+    """The student's own quality and fidelity metrics: teacher metrics are shared by both sides,
+    and sizes, steps and times are bookkeeping."""
+    bookkeeping = ("params", "steps", "train_size", "wall_time_s")
+    return [m for m in chosen if m.startswith("student/") and not m.endswith(bookkeeping)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        written = report(args)
+    except ReportError as error:
+        print(f"kdrun-report: {error}", file=sys.stderr)
+        return 2
+    out = written["out"]
+    print(f"kdrun-report: wrote {len(written['files'])} files to {out}")
+    for path in written["files"]:
+        print(f"  {path.relative_to(out)}")
+    return 0
+
+
+def report(args: argparse.Namespace) -> dict:
+    if bool(args.compare) != bool(args.against):
+        raise ReportError("--compare and --against go together; allowed: both (e.g. --compare loss=kd "
+                          "--against loss=ce) or neither")
+    seed_columns = tuple(_split_list(args.seed_columns))
+    table = collect_runs(args.dirs)
+    out = args.out or Path(args.dirs[0]) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+
+    def save(frame: pd.DataFrame, name: str) -> None:
+        frame.to_csv(out / name, index=False)
+        files.append(out / name)
+
+    save(table, "runs.csv")
+    metric_patterns = _split_list(args.metrics)
+    metrics = select_metrics(table, metric_patterns)
+    summary = summarize(table, metrics, seed_columns)
+    save(summary, "summary.csv")
+
+    comparisons = pairs = stars = pd.DataFrame()
+    if args.compare:
+        compared = metrics if metric_patterns else _default_comparison_metrics(table, metrics)
+        comparisons, pairs = compare_conditions(
+            table, parse_assignments(args.compare, "--compare"), parse_assignments(args.against, "--against"),
+            _split_list(args.pair_by), compared, args.alternative, seed_columns)
+        stars = kappa_stars(comparisons)
+    save(comparisons, "comparisons.csv")
+    save(pairs, "pairs.csv")
+    if not stars.empty:
+        save(stars, "kappa_star.csv")
+    bias_variance = teacher_bias_variance(table)
+
+    figures = [] if args.no_figures else make_figures(table, metrics, args, seed_columns, out / "figures")
+    files += [path for _, path in figures]
+    files += render_report(out, args.title, table, summary, comparisons, stars, bias_variance, figures,
+                           metrics if metric_patterns else _default_comparison_metrics(table, metrics))
+    return {"out": out, "files": files}
+
+
+def _condition_labels(table: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """One text label per run naming its condition, e.g. 'loss=kd, data.kappa=0.5'."""
+    if not columns:
+        return pd.Series("all runs", index=table.index)
+    return table[columns].astype(str).apply(lambda row: ", ".join(f"{k}={v}" for k, v in row.items()), axis=1)
+
+
+def make_figures(table: pd.DataFrame, metrics: list[str], args, seed_columns, folder: Path) -> list[tuple[str, Path]]:
+    """The figures that fit what varies; a figure that fails is reported and skipped, so the tables
+    and the rest of the report are still written."""
+    try:
+        from kdrun.report import plots
+    except ImportError as error:
+        print(f"kdrun-report: warning: no figures ({error})", file=sys.stderr)
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    ok = table[table["status"] == "ok"].copy()
+    conditions, _ = split_columns(table)
+    grouping = group_columns(table, seed_columns)
+    shown = [m for m in (metrics if args.metrics else FIGURE_METRICS) if m in metrics][:8]
+    figures: list[tuple[str, Path]] = []
+
+    def attempt(caption: str, draw, *arguments, **keywords) -> None:
+        try:
+            figures.append((caption, draw(*arguments, **keywords)))
+        except Exception as error:  # noqa: BLE001  one bad figure must not lose the report
+            print(f"kdrun-report: warning: figure {caption!r} skipped: {error}", file=sys.stderr)
+
+    for axis, draw, name in ((KAPPA_COLUMN, plots.metric_vs_kappa, "kappa"),
+                             (SWITCH_COLUMN, plots.metric_vs_switch_point, "switch")):
+        if axis not in conditions:
+            continue
+        ok["condition"] = _condition_labels(ok, [c for c in grouping if c != axis])
+        for metric in shown:
+            path = folder / f"{_file_name(metric)}_vs_{name}.png"
+            if axis == KAPPA_COLUMN:
+                attempt(f"{metric} against {axis}", draw, ok, metric, "condition", path, kappa_column=axis)
+            else:
+                attempt(f"{metric} against {axis}", draw, ok, metric, path, at_column=axis, condition="condition")
+
+    ok["condition"] = _condition_labels(ok, grouping)
+    if all(column in ok.columns for column in AGREEMENT_SPLIT):
+        baseline = None
+        if args.against:
+            against = _condition_labels(ok[_matching(ok, parse_assignments(args.against, "--against"))], grouping)
+            baseline = against.iloc[0] if len(against) and against.nunique() == 1 else None
+        attempt("agreement with the teacher, split by the teacher's correctness", plots.agreement_split_bars,
+                ok, "condition", folder / "agreement_split.png", baseline=baseline)
+
+    representatives = ok[[(Path(run) / "predictions.npz").is_file() for run in ok["run_dir"]]]
+    representatives = representatives.drop_duplicates("condition").head(MAX_REPRESENTATIVE_RUNS)
+    for index, (label, run_dir) in enumerate(zip(representatives["condition"], representatives["run_dir"])):
+        predictions = Path(run_dir) / "predictions.npz"
+        attempt(f"phi scatter (train), {label}", plots.phi_scatter, predictions, folder / f"phi_{index}.png")
+        attempt(f"reliability diagram (test), {label}", plots.reliability_diagram, predictions,
+                folder / f"reliability_{index}.png")
+    return figures
+
+
+def _matching(runs: pd.DataFrame, assignments: dict) -> pd.Series:
+    mask = pd.Series(True, index=runs.index)
+    for key, value in assignments.items():
+        mask &= runs[key].astype(str) == str(value)
+    return mask
+
+
+def _file_name(metric: str) -> str:
+    return metric.replace("/", "_")
+
+
+def render_report(out: Path, title: str, table, summary, comparisons, stars, bias_variance,
+                  figures, report_metrics: list[str]) -> list[Path]:
+    from kdrun.report.render import Section, write_report
+
+    conditions, _ = split_columns(table)
+    failed = table[table["status"] != "ok"]
+    runs_text = (f"{len(table)} runs ({len(table) - len(failed)} ok, {len(failed)} failed). "
+                 f"Varying: {', '.join(conditions) or 'nothing'}.")
+    sections = [Section("Runs", runs_text, tables=[("Runs", table[["run_dir", "status", *conditions]])]
+                        + ([("Failed runs", failed[["run_dir", *conditions, "error"]])] if len(failed) else []))]
+    # The report shows the outcomes; summary.csv keeps every metric.
+    shown = summary[summary["metric"].isin(report_metrics)] if report_metrics else summary
+    sections.append(Section("Summary", "Mean ± std (ddof=1) over seeds, n runs per condition; every metric "
+                            "is in summary.csv.", tables=[("Summary", summary_wide(shown))]))
+    if not comparisons.empty:
+        first = comparisons.iloc[0]
+        text = (f"{first['compare']} against {first['against']}, paired runs. PI = mean(compare) − mean(against); "
+                "PG = mean(compare) / mean(against); improvement = PI signed so that positive is better "
+                "(higher_is_better says which way a metric reads). p: Wilcoxon signed-rank and paired t-test "
+                "on the pairs (tested_alternative: scipy's alternative for compare − against); q: Benjamini–Hochberg over the metrics of each group.")
+        tables = [("Comparisons", comparisons)]
+        if not stars.empty:
+            tables.append(("κ*: where compare and against cross (PG = 1), linear interpolation; empty if they "
+                           "never cross", stars))
+        sections.append(Section("Comparisons", text, tables=tables))
+    if bias_variance:
+        sections.append(Section("Teacher bias and variance", "MSE of the teacher draws to the Bayes "
+                                "probabilities, mse = bias2 + variance.",
+                                tables=[("Bias-variance", pd.DataFrame([bias_variance]))]))
+    if figures:
+        sections.append(Section("Figures", figures=figures))
+    return list(write_report(out, title, sections))
