@@ -30,8 +30,19 @@ def register_model_zoo(configs: Path) -> None:
             store.store(group=role, name=path.stem, node=node, package=f"{role}.model")
 
 
+def register_recipes(configs: Path) -> None:
+    """Make every training recipe (configs/recipe/) selectable as `teacher_recipe=` and `student_recipe=`,
+    merged into teacher / student, so each stage picks its own budget, optimiser and schedule."""
+    store = ConfigStore.instance()
+    for path in sorted((configs / "recipe").glob("*.yaml")):
+        node = OmegaConf.load(path)
+        for role in ("teacher", "student"):
+            store.store(group=f"{role}_recipe", name=path.stem, node=node, package=role)
+
+
 CONFIGS = config_dir()
 register_model_zoo(CONFIGS)
+register_recipes(CONFIGS)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="train")
@@ -50,8 +61,22 @@ def main(cfg: DictConfig) -> float | None:
             raise  # Hydra records the failed job and carries on with the sweep
         print(f"kdrun: invalid configuration: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    # Returned so that Hydra sweepers (e.g. Optuna) can optimise it.
-    return metrics.get("student/test/acc")
+    return sweeper_objective(cfg, metrics)
+
+
+def sweeper_objective(cfg: DictConfig, metrics: dict) -> float:
+    """The value Hydra sweepers (e.g. Optuna) optimise: `objective`, a key of metrics.json.
+
+    A NaN or a missing key would crash a whole Optuna sweep, so both stop this job instead."""
+    import math
+
+    key = cfg.get("objective") or "student/val/acc"
+    value = metrics.get(key)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+        numeric = sorted(k for k, v in metrics.items() if isinstance(v, float))
+        raise ValueError(f"objective={key!r} is {value!r} in this run's metrics.json; allowed: a numeric key such as "
+                         f"{', '.join(numeric[:8])}, ...")
+    return float(value)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from kdrun.optim import build_optimizer
+from kdrun.optim import StepPlan, build_lr_scheduler, build_optimizer
 from kdrun.schedule import LossSchedule
 
 
@@ -29,9 +29,11 @@ def state_checksum(model: nn.Module) -> str:
 
 class DistillationModule(L.LightningModule):
     def __init__(self, student: nn.Module, teacher: nn.Module | None, schedule: LossSchedule,
-                 optimizer_cfg, num_classes: int, stage: str, input_shape=None):
+                 optimizer_cfg, num_classes: int, stage: str, input_shape=None, lr_schedule=None,
+                 lr_plan: StepPlan | None = None):
         super().__init__()
         self.student, self.schedule, self.optimizer_cfg, self.stage = student, schedule, optimizer_cfg, stage
+        self.lr_schedule, self.lr_plan = lr_schedule, lr_plan
         self.teacher = teacher
         if teacher is not None:
             # Frozen: outside the optimiser and gradient sync, and always in eval mode.
@@ -79,6 +81,8 @@ class DistillationModule(L.LightningModule):
             )
         batch_size = len(y)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        if self.lr_plan is not None:
+            self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)
         for name, value in parts.items():
             self.log(f"train/{name}", value, batch_size=batch_size)
         if len(weights) > 1:
@@ -104,4 +108,9 @@ class DistillationModule(L.LightningModule):
     def configure_optimizers(self):
         # Feature projections train with the student; frozen control targets do not.
         projections = [p for p in self.feature_matchers.parameters() if p.requires_grad]
-        return build_optimizer(self.optimizer_cfg, [*self.student.parameters(), *projections], where=self.stage)
+        optimizer = build_optimizer(self.optimizer_cfg, [*self.student.parameters(), *projections], where=self.stage)
+        if self.lr_plan is None:
+            return optimizer
+        # stepped after every optimisation step, so epoch and step budgets share one schedule
+        scheduler = build_lr_scheduler(optimizer, self.lr_schedule, self.lr_plan)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

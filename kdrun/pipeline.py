@@ -23,6 +23,7 @@ from kdrun.evaluate import bayes_metrics, evaluate
 from kdrun.feature_taps import named_submodule
 from kdrun.loggers import build_logger, close_logger, is_wandb, log_run_figures
 from kdrun.models import build_model, count_parameters
+from kdrun.optim import RECIPE_KEYS, Budget, StepPlan, plan_steps, stage_budget
 from kdrun.oracle_teachers import build_oracle_teacher
 from kdrun.per_sample_csv import write_per_sample_csv
 from kdrun.module import DistillationModule
@@ -44,7 +45,11 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     validate_config(cfg)
     seeds = resolve_seeds(cfg.seed, cfg.seeds)
     splits = DataSplits.build(cfg.data, seeds)
-    student_steps = splits.steps_per_epoch("student") * cfg.student.epochs
+    student_budget = stage_budget(cfg.student, splits, "student")
+    student_steps = student_budget.total_steps
+    student_lr_plan = plan_steps(cfg.student.lr_schedule, student_budget.steps_per_epoch, student_steps, "student")
+    if not cfg.teacher.get("oracle") and cfg.teacher.checkpoint is None:
+        teacher_plan(cfg, splits)  # the teacher's recipe is checked before anything trains
     schedule = build_schedule(cfg.schedule, cfg.loss, student_steps)
     if splits.student_labels_withheld:
         needing = [loss.name for loss in schedule.losses if loss.needs_labels]
@@ -73,10 +78,15 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     stage_start = time.perf_counter()
     logger = build_logger(cfg, "student", output_dir, group)
     module = DistillationModule(student, teacher.model, schedule, cfg.student.optimizer,
-                                splits.num_classes, stage="student", input_shape=input_shape)
+                                splits.num_classes, stage="student", input_shape=input_shape,
+                                lr_schedule=cfg.student.lr_schedule, lr_plan=student_lr_plan)
     L.seed_everything(seeds.data_order, workers=True, verbose=False)  # dropout and other training randomness
-    _trainer(cfg, "student", cfg.student.epochs, output_dir, logger, analysis).fit(
-        module, datamodule=StageDataModule(splits, "student", order_seed=seeds.data_order))
+    student_trainer = _trainer(cfg, "student", student_budget, output_dir, logger, analysis)
+    student_trainer.fit(module, datamodule=StageDataModule(
+        splits, "student", seeds.data_order, student_budget.batch_size, student_budget.drop_last))
+    # the last epoch's validation metrics: what sweepers may select on (test data never chooses)
+    validation = {f"student/{key}": float(value) for key, value in student_trainer.callback_metrics.items()
+                  if key.startswith("val/")}
     times["student/wall_time_s"] = time.perf_counter() - stage_start
 
     stage_start = time.perf_counter()
@@ -88,6 +98,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
             per_sample.setdefault(split, {})["oracle_probs"] = probs
     metrics = evaluate(teacher.model, student, loaders, output_dir, per_sample, cfg.get("evaluation"))
     metrics.update(bayes_metrics(splits, cfg.get("evaluation")))
+    metrics.update(validation)
     write_per_sample_csv(output_dir)
     times["evaluate/wall_time_s"] = time.perf_counter() - stage_start
     torch.save(student.state_dict(), output_dir / "student.pt")
@@ -162,10 +173,9 @@ def teacher_identity(cfg: DictConfig, splits: DataSplits) -> dict:
         "teacher_indices_sha256": splits.teacher_indices_digest(),
         "architecture": OmegaConf.to_container(cfg.teacher.model, resolve=True),
         "recipe": {
-            "epochs": cfg.teacher.epochs,
-            "optimizer": OmegaConf.to_container(cfg.teacher.optimizer, resolve=True),
-            "precision": str(cfg.trainer.get("precision")),
-            "gradient_clip_val": cfg.trainer.get("gradient_clip_val"),
+            **{key: OmegaConf.to_container(cfg.teacher, resolve=True).get(key) for key in RECIPE_KEYS},
+            "precision": resolve_precision(cfg.trainer.get("precision")),
+            "trainer_gradient_clip_val": cfg.trainer.get("gradient_clip_val"),
         },
         "seed": cfg.teacher.seed,
     }
@@ -189,16 +199,19 @@ def get_teacher(cfg, splits: DataSplits, output_dir: Path, group: str | None = N
         return build_teacher()
 
     def train(model) -> dict:
-        log.info("teacher: training %s on %d samples for %d epochs",
-                 cfg.teacher.model.name, len(splits.teacher_indices), cfg.teacher.epochs)
+        budget, lr_plan = teacher_plan(cfg, splits)
+        log.info("teacher: training %s on %d samples for %d steps",
+                 cfg.teacher.model.name, len(splits.teacher_indices), budget.total_steps)
         label_loss = LossSchedule([PhaseSpec({"name": "ce", "label_smoothing": 0.0}, None, 0, "teacher")],
                                   total_steps=1)
-        module = DistillationModule(model, None, label_loss, cfg.teacher.optimizer, splits.num_classes, "teacher")
+        module = DistillationModule(model, None, label_loss, cfg.teacher.optimizer, splits.num_classes, "teacher",
+                                    lr_schedule=cfg.teacher.lr_schedule, lr_plan=lr_plan)
         logger = build_logger(cfg, "teacher", output_dir, group)
         order_seed = derive_seed(cfg.teacher.seed, "data_order")
         L.seed_everything(order_seed, workers=True, verbose=False)
-        trainer = _trainer(cfg, "teacher", cfg.teacher.epochs, output_dir, logger)
-        trainer.fit(module, datamodule=StageDataModule(splits, "teacher", order_seed=order_seed))
+        trainer = _trainer(cfg, "teacher", budget, output_dir, logger)
+        trainer.fit(module, datamodule=StageDataModule(splits, "teacher", order_seed, budget.batch_size,
+                                                       budget.drop_last))
         stage_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         close_logger(logger)
         return stage_metrics
@@ -206,15 +219,34 @@ def get_teacher(cfg, splits: DataSplits, output_dir: Path, group: str | None = N
     return TeacherStore(cfg.teacher.store).get_or_train(teacher_identity(cfg, splits), build, train)
 
 
-def _trainer(cfg, stage: str, epochs: int, output_dir: Path, logger, extra_callbacks=()) -> L.Trainer:
+def teacher_plan(cfg, splits: DataSplits) -> tuple[Budget, StepPlan]:
+    budget = stage_budget(cfg.teacher, splits, "teacher")
+    return budget, plan_steps(cfg.teacher.lr_schedule, budget.steps_per_epoch, budget.total_steps, "teacher")
+
+
+def _trainer(cfg, stage: str, budget: Budget, output_dir: Path, logger, extra_callbacks=()) -> L.Trainer:
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_args["precision"] = resolve_precision(trainer_args.get("precision"))
+    clip = cfg[stage].get("gradient_clip_val")
+    if clip is not None:  # the stage's recipe wins over the shared trainer setting
+        trainer_args["gradient_clip_val"] = clip
     return L.Trainer(
-        max_epochs=epochs, logger=logger, default_root_dir=str(output_dir / "lightning" / stage),
+        max_epochs=budget.max_epochs, max_steps=budget.max_steps, logger=logger,
+        default_root_dir=str(output_dir / "lightning" / stage),
         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
         callbacks=[*progress_callbacks(stage, trainer_args.pop("enable_progress_bar", True)), *extra_callbacks],
         enable_progress_bar=sys.stderr.isatty() and cfg.trainer.get("enable_progress_bar", True),
         **trainer_args,
     )
+
+
+def resolve_precision(precision) -> str:
+    """`auto`: bf16 mixed precision on a GPU that supports it, full precision elsewhere (CPU)."""
+    if precision not in (None, "auto"):
+        return str(precision)
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
 
 
 def _run_group(output_dir: Path) -> str:

@@ -22,8 +22,9 @@ def validate_config(cfg) -> None:
             f"model={cfg.model.get('name', cfg.model)} is not a role; choose the architectures with "
             "teacher=NAME and student=NAME (both select from configs/model/)"
         )
-    _check_positive_int(cfg.teacher.epochs, "teacher.epochs")
-    _check_positive_int(cfg.student.epochs, "student.epochs")
+    for stage in ("teacher", "student"):
+        if cfg[stage].get("max_steps") is None:
+            _check_positive_int(cfg[stage].epochs, f"{stage}.epochs")
     _check_positive_int(cfg.data.batch_size, "data.batch_size")
     kappa = cfg.data.kappa
     if cfg.data.student_size is None and (kappa is None or isinstance(kappa, bool) or float(kappa) <= 0):

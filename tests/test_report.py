@@ -197,3 +197,26 @@ def test_report_on_a_real_sweep(tmp_path: Path):
     assert len(pd.read_csv(out / "pairs.csv").query("metric == 'student/test/acc'")) == 2
     assert (out / "report.html").stat().st_size > 0 and "ce against kd" in (out / "report.md").read_text()
     assert list((out / "figures").glob("*.png"))
+
+
+def test_select_on_validation_and_report_on_test(tmp_path):
+    """Paper 004's protocol: per loss, the gamma with the best mean validation accuracy, and its test accuracy."""
+    val = {("focal_kd", 1): 0.70, ("focal_kd", 2): 0.80, ("focal_kd", 5): 0.75, ("kd", 1): 0.60, ("kd", 2): 0.65,
+           ("kd", 5): 0.62}
+    job = 0
+    for (loss, gamma), accuracy in val.items():
+        for seed in (0, 1):
+            write_run(tmp_path / "sweep" / str(job), [f"loss={loss}", f"loss.gamma={gamma}", f"seed={seed}"],
+                      {"student/val/acc": accuracy + 0.01 * seed, "student/test/acc": accuracy - 0.1 + 0.01 * seed})
+            job += 1
+    from kdrun.report.cli import main
+
+    assert main([str(tmp_path / "sweep"), "--select-by", "student/val/acc", "--select-over", "loss.gamma",
+                 "--no-figures"]) == 0
+    selection = pd.read_csv(tmp_path / "sweep" / "report" / "selection.csv")
+    chosen = dict(zip(selection["loss"], selection["loss.gamma"]))
+    assert chosen == {"focal_kd": 2, "kd": 2}
+    test = dict(zip(selection["loss"], selection["student/test/acc"]))
+    assert test["focal_kd"] == pytest.approx(0.705) and test["kd"] == pytest.approx(0.555)
+    assert set(selection["candidates"]) == {3}
+    assert main([str(tmp_path / "sweep"), "--select-by", "student/val/nope", "--no-figures"]) == 2

@@ -89,11 +89,12 @@ class DataSplits:
         return hashlib.sha256(np.ascontiguousarray(self.teacher_indices, dtype=np.int64).tobytes()).hexdigest()
 
     def loader(self, split: str, indices: np.ndarray | None = None, order_seed: int | None = None,
-               augment: bool = False, labels: np.ndarray | None = None) -> DataLoader:
+               augment: bool = False, labels: np.ndarray | None = None, batch_size: int | None = None,
+               drop_last: bool = False) -> DataLoader:
         """A loader over `split` (optionally restricted to `indices`), shuffled iff order_seed is given.
 
         `augment` selects the training transform; the training pool yields the labels trained on
-        (after label noise) unless `labels` replaces them."""
+        (after label noise) unless `labels` replaces them. `batch_size` defaults to data.batch_size."""
         if labels is None and split == "train":
             labels = self.train_labels
         transform = self.train_transform if augment else self.eval_transform
@@ -102,20 +103,29 @@ class DataSplits:
             dataset = Subset(dataset, indices.tolist())
         generator = None if order_seed is None else torch.Generator().manual_seed(int(order_seed))
         return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=order_seed is not None, generator=generator,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+            dataset, batch_size=batch_size or self.batch_size, shuffle=order_seed is not None, generator=generator,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0, drop_last=drop_last,
         )
 
-    def training_loader(self, stage: str, order_seed: int) -> DataLoader:
+    def training_loader(self, stage: str, order_seed: int, batch_size: int | None = None,
+                        drop_last: bool = False) -> DataLoader:
         """The teacher's or the student's training samples, augmented, in a seeded order."""
         if stage == "teacher":
-            return self.loader("train", self.teacher_indices, order_seed, augment=True)
+            return self.loader("train", self.teacher_indices, order_seed, augment=True, batch_size=batch_size,
+                               drop_last=drop_last)
         labels = np.full(len(self.train_labels), WITHHELD_LABEL) if self.student_labels_withheld else None
-        return self.loader("train", self.student_indices, order_seed, augment=True, labels=labels)
+        return self.loader("train", self.student_indices, order_seed, augment=True, labels=labels,
+                           batch_size=batch_size, drop_last=drop_last)
 
-    def steps_per_epoch(self, stage: str) -> int:
+    def steps_per_epoch(self, stage: str, batch_size: int | None = None, drop_last: bool = False) -> int:
         size = len(self.teacher_indices if stage == "teacher" else self.student_indices)
-        return -(-size // self.batch_size)  # the last, partial batch is kept
+        batch_size = batch_size or self.batch_size
+        if drop_last:
+            if size < batch_size:
+                raise ConfigError(f"{stage}: batch_size={batch_size} with drop_last=true leaves no batch from its "
+                                  f"{size} training samples; allowed: batch_size <= {size} or drop_last=false")
+            return size // batch_size
+        return -(-size // batch_size)  # the last, partial batch is kept
 
 
 def distill4_partition(targets: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:
@@ -139,12 +149,14 @@ def distill4_partition(targets: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray
 class StageDataModule(L.LightningDataModule):
     """The teacher's or the student's view of the splits: its own training subset and order."""
 
-    def __init__(self, splits: DataSplits, stage: str, order_seed: int):
+    def __init__(self, splits: DataSplits, stage: str, order_seed: int, batch_size: int | None = None,
+                 drop_last: bool = False):
         super().__init__()
         self.splits, self.stage, self.order_seed = splits, stage, order_seed
+        self.batch_size, self.drop_last = batch_size, drop_last
 
     def train_dataloader(self) -> DataLoader:
-        return self.splits.training_loader(self.stage, self.order_seed)
+        return self.splits.training_loader(self.stage, self.order_seed, self.batch_size, self.drop_last)
 
     def val_dataloader(self) -> DataLoader:
         return self.splits.loader("val")

@@ -67,3 +67,34 @@ def summary_wide(summary: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
         return cells.set_index("metric")[["cell"]].T.reset_index(drop=True)
     wide = cells.pivot_table(index=by, columns="metric", values="cell", aggfunc="first", dropna=False, sort=False)
     return wide.reset_index().rename_axis(columns=None)
+
+
+def select_best(summary: pd.DataFrame, metric: str, over: list[str], higher_is_better: bool,
+                reported: list[str]) -> pd.DataFrame:
+    """Select on one metric, report others: among the settings of the `over` columns (all condition
+    columns when empty), the one with the best mean `metric`, separately for each setting of the
+    remaining condition columns; with the means of `reported` (e.g. test metrics) for the chosen one.
+
+    This is "select on dev, report on test" (paper 004): choose by `student/val/acc`, read `student/test/acc`."""
+    by = [c for c in summary.columns if c not in ("metric", "n", "mean", "std", "sem")]
+    unknown = [c for c in over if c not in by]
+    if unknown:
+        raise ReportError(f"--select-over {', '.join(unknown)} is not a condition column; allowed: {', '.join(by)}")
+    if metric not in set(summary["metric"]):
+        raise ReportError(f"--select-by {metric!r} is not a metric of these runs; allowed: e.g. "
+                          f"{', '.join(sorted(m for m in set(summary['metric']) if '/val/' in m)[:6])}")
+    over = over or by
+    fixed = [c for c in by if c not in over]
+    scored = summary[summary["metric"] == metric]
+    groups = scored.groupby(fixed, dropna=False, sort=False) if fixed else [((), scored)]
+    rows = []
+    for _, group in groups:
+        best = group.loc[group["mean"].idxmax() if higher_is_better else group["mean"].idxmin()]
+        row = {c: best[c] for c in by}
+        row.update({"selected_by": metric, "selected_mean": best["mean"], "n": best["n"],
+                    "candidates": len(group)})
+        for name in reported:
+            match = summary[(summary["metric"] == name) & (summary[by].astype(str) == best[by].astype(str)).all(axis=1)]
+            row[name] = match["mean"].iloc[0] if len(match) else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)

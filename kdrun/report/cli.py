@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdrun.report.aggregate import DEFAULT_SEED_COLUMNS, group_columns, select_metrics, summarize, summary_wide
+from kdrun.report.aggregate import (DEFAULT_SEED_COLUMNS, group_columns, select_best, select_metrics, summarize,
+                                    summary_wide)
 from kdrun.report.collect import collect_runs, split_columns
 from kdrun.report.errors import ReportError
-from kdrun.report.stats import (ALTERNATIVES, KAPPA_COLUMN, compare_conditions, kappa_stars, parse_assignments,
-                                teacher_bias_variance)
+from kdrun.report.stats import (ALTERNATIVES, KAPPA_COLUMN, compare_conditions, higher_is_better, kappa_stars,
+                                parse_assignments, teacher_bias_variance)
 
 # Metrics the figures show when --metrics does not choose (those present in the runs).
 FIGURE_METRICS = ("student/test/acc", "student/test/nll", "student/test/ece", "student/test/agreement")
@@ -38,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="greater: compare is better than against (per metric direction); default greater")
     parser.add_argument("--seed-columns", default=",".join(DEFAULT_SEED_COLUMNS),
                         help="comma-separated columns (globs) averaged over (default: seed,seeds.*)")
+    parser.add_argument("--select-by", metavar="METRIC",
+                        help="select, per setting of the other conditions, the best mean of METRIC (e.g. "
+                             "student/val/acc) and report its test metrics: selection.csv")
+    parser.add_argument("--select-over", default="", metavar="COLS",
+                        help="comma-separated condition columns to select over (default: all conditions)")
     parser.add_argument("--title", default="kdrun report", help="report title")
     parser.add_argument("--no-figures", action="store_true", help="skip the figures (faster)")
     return parser
@@ -88,6 +94,13 @@ def report(args: argparse.Namespace) -> dict:
     summary = summarize(table, metrics, seed_columns)
     save(summary, "summary.csv")
 
+    selection = pd.DataFrame()
+    if args.select_by:
+        reported = sorted(m for m in set(summary["metric"]) if m.startswith(("student/test/", "teacher/test/acc")))
+        selection = select_best(summary, args.select_by, _split_list(args.select_over),
+                                higher_is_better(args.select_by), reported)
+        save(selection, "selection.csv")
+
     comparisons = pairs = stars = pd.DataFrame()
     if args.compare:
         compared = metrics if metric_patterns else _default_comparison_metrics(table, metrics)
@@ -104,7 +117,7 @@ def report(args: argparse.Namespace) -> dict:
     figures = [] if args.no_figures else make_figures(table, metrics, args, seed_columns, out / "figures")
     files += [path for _, path in figures]
     files += render_report(out, args.title, table, summary, comparisons, stars, bias_variance, figures,
-                           metrics if metric_patterns else _default_comparison_metrics(table, metrics))
+                           metrics if metric_patterns else _default_comparison_metrics(table, metrics), selection)
     return {"out": out, "files": files}
 
 
@@ -179,7 +192,7 @@ def _file_name(metric: str) -> str:
 
 
 def render_report(out: Path, title: str, table, summary, comparisons, stars, bias_variance,
-                  figures, report_metrics: list[str]) -> list[Path]:
+                  figures, report_metrics: list[str], selection: pd.DataFrame | None = None) -> list[Path]:
     from kdrun.report.render import Section, write_report
 
     conditions, _ = split_columns(table)
@@ -192,6 +205,10 @@ def render_report(out: Path, title: str, table, summary, comparisons, stars, bia
     shown = summary[summary["metric"].isin(report_metrics)] if report_metrics else summary
     sections.append(Section("Summary", "Mean ± std (ddof=1) over seeds, n runs per condition; every metric "
                             "is in summary.csv.", tables=[("Summary", summary_wide(shown))]))
+    if selection is not None and not selection.empty:
+        sections.append(Section("Selection", f"The setting with the best mean {selection['selected_by'].iloc[0]} "
+                                "(selected on validation), with its test metrics.",
+                                tables=[("Selection", selection)]))
     if not comparisons.empty:
         first = comparisons.iloc[0]
         text = (f"{first['compare']} against {first['against']}, paired runs. PI = mean(compare) − mean(against); "
