@@ -7,6 +7,7 @@ Only Hydra and OmegaConf are imported at module level, so `kdrun --help` and
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -40,6 +41,10 @@ def register_recipes(configs: Path) -> None:
             store.store(group=f"{role}_recipe", name=path.stem, node=node, package=role)
 
 
+# configs/hydra/launcher/joblib.yaml deliberately replaces the joblib plugin's preset of the same name;
+# Hydra still checks it against the plugin's schema, and only the notice that it does so is silenced.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/joblib' is validated against ConfigStore schema")
+
 CONFIGS = config_dir()
 register_model_zoo(CONFIGS)
 register_recipes(CONFIGS)
@@ -50,18 +55,30 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from kdrun.distributed import process_rank
     from kdrun.errors import ConfigError
     from kdrun.pipeline import run
+    from kdrun.sweep_callbacks import check_launcher_support, write_job_status
 
     hydra_cfg = HydraConfig.get()
+    output_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        metrics = run(cfg, output_dir=Path(hydra_cfg.runtime.output_dir))
-    except ConfigError as error:
+        check_launcher_support(cfg, hydra_cfg)
+        metrics = run(cfg, output_dir=output_dir)
+        if process_rank() > 0:
+            return None  # DDP: only rank 0 evaluates, writes outputs and answers the sweeper
+        objective = sweeper_objective(cfg, metrics)
+    except Exception as error:
+        # recorded in the run directory, so a failed sweep job is explained where its results would be
+        write_job_status(output_dir, error)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # Hydra records the failed job and carries on with the sweep
-        print(f"kdrun: invalid configuration: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    return sweeper_objective(cfg, metrics)
+        if isinstance(error, ConfigError):
+            print(f"kdrun: invalid configuration: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
+    write_job_status(output_dir, objective=objective)
+    return objective
 
 
 def sweeper_objective(cfg: DictConfig, metrics: dict) -> float:

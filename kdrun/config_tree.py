@@ -21,3 +21,17 @@ def load_option(group: str, name: str) -> DictConfig | None:
     """The file configs/<group>/<name>.yaml, or None when there is no such option."""
     path = config_dir() / group / f"{name}.yaml"
     return OmegaConf.load(path) if path.is_file() else None
+
+
+AUTO_SWITCH = ("auto", "true", "false")
+
+
+def auto_switch(node, key: str, where: str) -> str:
+    """An `auto | true | false` option as one of those strings (YAML and the command line give booleans)."""
+    from kdrun.errors import ConfigError
+
+    value = node.get(key, "auto")
+    mode = {True: "true", False: "false"}.get(value, value)
+    if mode not in AUTO_SWITCH:
+        raise ConfigError(f"{where}.{key}={value!r}; allowed: {', '.join(AUTO_SWITCH)}")
+    return mode

@@ -11,10 +11,12 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from kdrun.optim import StepPlan, build_lr_scheduler, build_optimizer
+from kdrun.resume import RunningDigest, restore_rng_states, rng_states
 from kdrun.schedule import LossSchedule
 
 
@@ -30,7 +32,8 @@ def state_checksum(model: nn.Module) -> str:
 class DistillationModule(L.LightningModule):
     def __init__(self, student: nn.Module, teacher: nn.Module | None, schedule: LossSchedule,
                  optimizer_cfg, num_classes: int, stage: str, input_shape=None, lr_schedule=None,
-                 lr_plan: StepPlan | None = None):
+                 lr_plan: StepPlan | None = None, teacher_outputs: dict[str, torch.Tensor] | None = None,
+                 nan_check_every: int = 50):
         super().__init__()
         self.student, self.schedule, self.optimizer_cfg, self.stage = student, schedule, optimizer_cfg, stage
         self.lr_schedule, self.lr_plan = lr_schedule, lr_plan
@@ -39,6 +42,16 @@ class DistillationModule(L.LightningModule):
             # Frozen: outside the optimiser and gradient sync, and always in eval mode.
             teacher.requires_grad_(False)
             teacher.eval()
+        # Cached teacher logits by dataset index (kdrun.teacher_cache), as non-persistent buffers:
+        # they follow the module to its device and stay out of checkpoints.
+        self.cached_splits = sorted(teacher_outputs or {})
+        for split, logits in (teacher_outputs or {}).items():
+            self.register_buffer(f"teacher_{split}_logits", logits, persistent=False)
+        # A non-finite loss is recorded on the device (first bad step) and checked every
+        # `nan_check_every` steps and at epoch end: a Python `if` on the loss would sync every step.
+        self.nan_check_every = max(1, int(nan_check_every))
+        self.register_buffer("first_bad_step", torch.tensor(-1, dtype=torch.long), persistent=False)
+        self._epoch_indices: list[torch.Tensor] = []
         # Feature-matching losses hook the models and own learned projections; registering
         # them here puts the projections on the module's device and in the student's optimiser.
         # Their init follows the student's init (same student weights -> same projections).
@@ -49,7 +62,8 @@ class DistillationModule(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_nll = MeanMetric()
         self.val_agreement = MeanMetric()
-        self.batch_order = hashlib.sha256()
+        self.train_loss_mean = MeanMetric()  # the epoch's mean loss over every rank's samples
+        self.batch_order = RunningDigest()  # continued from the checkpoint on resume
         self.init_checksum: str | None = None
 
     def train(self, mode: bool = True):
@@ -62,25 +76,49 @@ class DistillationModule(L.LightningModule):
         return self.student(x)
 
     def on_fit_start(self):
-        self.init_checksum = state_checksum(self.student)
+        if self.init_checksum is None:  # a resumed fit keeps the checksum of the weights it started from
+            self.init_checksum = state_checksum(self.student)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # saved at epoch ends (kdrun.resume): what a resumed run needs to continue bit for bit
+        checkpoint["kdrun"] = {"rng": rng_states(), "batch_order": self.batch_order.state,
+                               "init_checksum": self.init_checksum}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("kdrun")
+        if saved:
+            restore_rng_states(saved["rng"])  # dropout and augmentation continue where they stopped
+            self.batch_order = RunningDigest(saved["batch_order"])
+            self.init_checksum = saved["init_checksum"]
+
+    def teacher_logits(self, x: torch.Tensor, index: torch.Tensor, split: str = "train") -> torch.Tensor:
+        """The frozen teacher's logits on a batch: looked up by dataset index when cached, else computed."""
+        if split in self.cached_splits:
+            return getattr(self, f"teacher_{split}_logits")[index]
+        if len(self.feature_matchers):  # feature losses save hooked teacher features for backward
+            with torch.no_grad():
+                return self.teacher(x)
+        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=x.is_cuda):
+            logits = self.teacher(x)
+        return logits.float().clone()  # a normal tensor: losses may save it for backward
 
     def training_step(self, batch, batch_idx):
         x, y, index = batch
-        self.batch_order.update(index.detach().cpu().numpy().tobytes())
+        self._epoch_indices.append(index.detach())  # hashed at epoch end: no device->host copy per step
         step = self.global_step
         logits = self.student(x)
         teacher_logits = None
         if self.teacher is not None and self.schedule.teacher_needed_at(step):
-            with torch.no_grad():
-                teacher_logits = self.teacher(x)
+            teacher_logits = self.teacher_logits(x, index)
         loss, parts, weights = self.schedule(step, logits, teacher_logits, batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"{self.stage} loss is {loss.item()} at step {step} (epoch {self.current_epoch}); "
-                f"parts: {({k: float(v) for k, v in parts.items()})}. Lower the learning rate or check the inputs."
-            )
+        bad_now = ~torch.isfinite(loss.detach()) & (self.first_bad_step < 0)
+        self.first_bad_step.copy_(torch.where(bad_now, step, self.first_bad_step))
+        if (step + 1) % self.nan_check_every == 0:
+            self.raise_if_loss_was_not_finite()
         batch_size = len(y)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.train_loss_mean.update(loss.detach(), batch_size)  # torchmetrics reduce across ranks at epoch end
+        self.log("train/loss_epoch", self.train_loss_mean, on_step=False, on_epoch=True)
         if self.lr_plan is not None:
             self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)
         for name, value in parts.items():
@@ -90,16 +128,62 @@ class DistillationModule(L.LightningModule):
                 self.log(f"schedule/{name}", weight, batch_size=batch_size)
         return loss
 
+    def on_train_epoch_end(self):
+        self.raise_if_loss_was_not_finite()
+        self._hash_batch_order()
+
+    def on_train_end(self):
+        self._hash_batch_order()  # a step budget may end training inside an epoch
+
+    def _hash_batch_order(self) -> None:
+        # one digest update per epoch (resumed runs continue the chain at the same epoch boundary)
+        if self._epoch_indices:
+            indices = self._epoch_indices
+            if self.trainer.world_size > 1:
+                indices = self._global_batches(indices)
+            self.batch_order.update(torch.cat(indices).cpu().numpy().tobytes())
+            self._epoch_indices = []
+
+    def _global_batches(self, local_batches: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Every rank's batches as the one-process run's batches: rank r holds positions r, r+W, ... of
+        each global batch (kdrun.data.samplers), so the gathered (W, b) block read column by column
+        is that batch in order, and the digest equals a one-process run's with the same global batch."""
+        gathered = self.all_gather(torch.cat(local_batches))  # (W, samples of this rank's epoch)
+        blocks = torch.split(gathered, [len(batch) for batch in local_batches], dim=1)
+        return [block.t().reshape(-1) for block in blocks]
+
+    def raise_if_loss_was_not_finite(self) -> None:
+        bad_step = int(self.first_bad_step)  # the one host sync, every nan_check_every steps
+        if bad_step >= 0:
+            raise FloatingPointError(
+                f"{self.stage} loss became non-finite at step {bad_step} (epoch {self.current_epoch} or before; "
+                f"checked every {self.nan_check_every} steps). Lower the learning rate or check the inputs."
+            )
+
     def validation_step(self, batch, batch_idx):
-        x, y, _ = batch
+        x, y, index = batch
         logits = self.student(x)
         self.val_acc(logits, y)
         self.val_nll(F.cross_entropy(logits, y, reduction="none"))
         self.log("val/acc", self.val_acc, prog_bar=True)
         self.log("val/nll", self.val_nll)
         if self.teacher is not None:
-            self.val_agreement((logits.argmax(-1) == self.teacher(x).argmax(-1)).float())
+            teacher_logits = self.teacher_logits(x, index, "val")
+            self.val_agreement((logits.argmax(-1) == teacher_logits.argmax(-1)).float())
             self.log("val/agreement", self.val_agreement)
+
+    def setup(self, stage: str):
+        # Before Lightning wraps the module in DDP: DDP averages only the student's gradients and
+        # broadcasts only its buffers. The frozen teacher and its cached logits are identical on every
+        # rank and never change (inference tensors, which DDP's buffer broadcast cannot even take);
+        # the non-finite-loss marker is each rank's own.
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, self.rank_local_names())
+
+    def rank_local_names(self) -> list[str]:
+        """Parameters and buffers that DDP leaves alone: the teacher's, the cached logits, the NaN marker."""
+        names = [name for name, _ in [*self.named_parameters(), *self.named_buffers()]]
+        return [name for name in names
+                if name.startswith(("teacher.", "teacher_")) or name == "first_bad_step"]
 
     def teardown(self, stage: str):
         for matcher in self.feature_matchers:

@@ -18,6 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from kdrun.callbacks import analysis_callbacks, progress_callbacks
 from kdrun.data.datamodule import DataSplits, StageDataModule
+from kdrun.data.in_memory import use_fast_path
+from kdrun.distributed import (RankAgreement, check_distributed_support, cluster_plugins, process_rank,
+                               training_world_size)
 from kdrun.errors import ConfigError
 from kdrun.evaluate import bayes_metrics, evaluate
 from kdrun.feature_taps import named_submodule
@@ -26,16 +29,19 @@ from kdrun.models import build_model, count_parameters
 from kdrun.optim import RECIPE_KEYS, Budget, StepPlan, plan_steps, stage_budget
 from kdrun.oracle_teachers import build_oracle_teacher
 from kdrun.per_sample_csv import write_per_sample_csv
+from kdrun.resume import AtomicCheckpointIO, epoch_checkpoint, resume_path
 from kdrun.module import DistillationModule
 from kdrun.schedule import LossSchedule, PhaseSpec, build_schedule
 from kdrun.seeds import derive_seed, resolve_seeds
+from kdrun.teacher_cache import check_cache_config, teacher_outputs
 from kdrun.teachers import TeacherResult, TeacherStore, load_teacher_checkpoint
 from kdrun.validate import validate_config
 
 log = logging.getLogger("kdrun")
 
 # Data keys that change what the student sees but not the teacher (or only where files live).
-_NOT_TEACHER_DATA_KEYS = {"kappa", "student_size", "stratified", "num_workers", "root", "download", "verify_checksums"}
+_NOT_TEACHER_DATA_KEYS = {"kappa", "student_size", "stratified", "num_workers", "root", "download", "verify_checksums",
+                          "fast_path"}
 
 
 def run(cfg: DictConfig, output_dir: Path) -> dict:
@@ -43,8 +49,10 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     started = time.perf_counter()
     _quiet_framework_chatter()
     validate_config(cfg)
+    check_distributed_support(cfg)  # before anything trains: e.g. DDP inside a basic-launcher sweep
     seeds = resolve_seeds(cfg.seed, cfg.seeds)
     splits = DataSplits.build(cfg.data, seeds)
+    splits.world_size = training_world_size(cfg.trainer)  # step budgets count one rank's batches
     student_budget = stage_budget(cfg.student, splits, "student")
     student_steps = student_budget.total_steps
     student_lr_plan = plan_steps(cfg.student.lr_schedule, student_budget.steps_per_epoch, student_steps, "student")
@@ -65,6 +73,8 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     student = build_model(cfg.student.model, input_shape, role="student")
     check_feature_layers(schedule, student, teacher_architecture)
     analysis = analysis_callbacks(cfg, splits, student, output_dir, student_steps)  # settings checked before training
+    fast_path = use_fast_path(cfg.data, splits)  # fast_path=true where it cannot apply fails here
+    check_cache_config(cfg, schedule)  # likewise teacher.cache_outputs=true with augmentation
 
     output_dir.mkdir(parents=True, exist_ok=True)
     group = _run_group(output_dir)
@@ -74,20 +84,30 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     teacher = get_teacher(cfg, splits, output_dir, group)
     times["teacher/wall_time_s"] = time.perf_counter() - stage_start
     log.info("teacher: %s (%s)", teacher.source, f"key {teacher.key}" if teacher.key else teacher.path)
+    stage_start = time.perf_counter()
+    cached = teacher_outputs(cfg, splits, teacher, schedule)
+    times["teacher/outputs_wall_time_s"] = time.perf_counter() - stage_start
+    outputs_mode = "cached" if cached else "online"
+    log.info("teacher outputs: %s%s; data path: %s", outputs_mode,
+             f" ({'computed' if cached.computed else 'reused'}, kept in the {cached.where})" if cached else "",
+             "in-memory" if fast_path else "DataLoader")
 
     stage_start = time.perf_counter()
     logger = build_logger(cfg, "student", output_dir, group)
     module = DistillationModule(student, teacher.model, schedule, cfg.student.optimizer,
                                 splits.num_classes, stage="student", input_shape=input_shape,
-                                lr_schedule=cfg.student.lr_schedule, lr_plan=student_lr_plan)
+                                lr_schedule=cfg.student.lr_schedule, lr_plan=student_lr_plan,
+                                teacher_outputs=cached.logits if cached else None)
     L.seed_everything(seeds.data_order, workers=True, verbose=False)  # dropout and other training randomness
     student_trainer = _trainer(cfg, "student", student_budget, output_dir, logger, analysis)
-    student_trainer.fit(module, datamodule=StageDataModule(
-        splits, "student", seeds.data_order, student_budget.batch_size, student_budget.drop_last))
+    student_trainer.fit(module, ckpt_path=resume_path(output_dir, "student"), datamodule=StageDataModule(
+        splits, "student", seeds.data_order, student_budget.batch_size, student_budget.drop_last, fast_path))
     # the last epoch's validation metrics: what sweepers may select on (test data never chooses)
     validation = {f"student/{key}": float(value) for key, value in student_trainer.callback_metrics.items()
                   if key.startswith("val/")}
     times["student/wall_time_s"] = time.perf_counter() - stage_start
+    if student_trainer.global_rank != 0:
+        return validation  # rank 0 alone evaluates the whole splits and writes every output
 
     stage_start = time.perf_counter()
     loaders = {"train": splits.loader("train", splits.student_indices), "test": splits.loader("test")}
@@ -111,6 +131,10 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
         "student/params": count_parameters(student),
         "teacher/source": teacher.source,
         "teacher/key": teacher.key,
+        "teacher/outputs": outputs_mode,
+        "teacher/outputs_cache": cached.where if cached else None,
+        "teacher/outputs_computed": bool(cached and cached.computed),
+        "data/fast_path": fast_path,
         "student/steps": student_steps,
         "student/init_checksum": module.init_checksum,
         "student/batch_order_checksum": module.batch_order.hexdigest()[:16],
@@ -210,13 +234,21 @@ def get_teacher(cfg, splits: DataSplits, output_dir: Path, group: str | None = N
         order_seed = derive_seed(cfg.teacher.seed, "data_order")
         L.seed_everything(order_seed, workers=True, verbose=False)
         trainer = _trainer(cfg, "teacher", budget, output_dir, logger)
-        trainer.fit(module, datamodule=StageDataModule(splits, "teacher", order_seed, budget.batch_size,
-                                                       budget.drop_last))
+        # an interrupted teacher resumes from the run directory (its store entry is written only at the end)
+        trainer.fit(module, ckpt_path=resume_path(output_dir, "teacher"), datamodule=StageDataModule(
+            splits, "teacher", order_seed, budget.batch_size, budget.drop_last, use_fast_path(cfg.data, splits)))
         stage_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         close_logger(logger)
         return stage_metrics
 
-    return TeacherStore(cfg.teacher.store).get_or_train(teacher_identity(cfg, splits), build, train)
+    store, identity = TeacherStore(cfg.teacher.store), teacher_identity(cfg, splits)
+    if training_world_size(cfg.trainer) == 1:
+        return store.get_or_train(identity, build, train)
+    # DDP: rank 0 owns the store (lock, entry); the other ranks follow its decision into the same fit
+    agreement = RankAgreement(output_dir, "teacher")
+    if process_rank() == 0:
+        return store.get_or_train(identity, build, train, announce=agreement.announce)
+    return store.follow(identity, build, train, agreement.wait())
 
 
 def teacher_plan(cfg, splits: DataSplits) -> tuple[Budget, StepPlan]:
@@ -233,8 +265,11 @@ def _trainer(cfg, stage: str, budget: Budget, output_dir: Path, logger, extra_ca
     return L.Trainer(
         max_epochs=budget.max_epochs, max_steps=budget.max_steps, logger=logger,
         default_root_dir=str(output_dir / "lightning" / stage),
-        enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
-        callbacks=[*progress_callbacks(stage, trainer_args.pop("enable_progress_bar", True)), *extra_callbacks],
+        enable_checkpointing=True, enable_model_summary=False, num_sanity_val_steps=0,
+        callbacks=[*progress_callbacks(stage, trainer_args.pop("enable_progress_bar", True)),
+                   epoch_checkpoint(output_dir, stage), *extra_callbacks],
+        plugins=[AtomicCheckpointIO(), *cluster_plugins()],
+        use_distributed_sampler=False,  # kdrun's samplers shard by rank (kdrun.data.samplers)
         enable_progress_bar=sys.stderr.isatty() and cfg.trainer.get("enable_progress_bar", True),
         **trainer_args,
     )

@@ -101,6 +101,8 @@ def switch_steps(specs: list[PhaseSpec], total_steps: int, window_align: str = "
                     f"(or give a fraction in [0, 1] as a float)"
                 )
             step = at
+        if step >= total_steps:
+            window = 0  # a switch at the end never happens: `at=1.0` keeps the first loss throughout
         start = step - window // 2 if window_align == "center" else step
         if start < 0 or start + window > total_steps:
             raise ConfigError(

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 STORE_FORMAT = 1
 WEIGHTS, META = "teacher.pt", "meta.json"
+FOLLOW_TIMEOUT_S = 600  # a DDP rank > 0 waits this long for rank 0 to write the entry it trained with it
 
 
 def teacher_key(identity: dict) -> str:
@@ -64,12 +65,17 @@ class TeacherStore:
         return self.root / key
 
     def get_or_train(self, identity: dict, build: Callable[[], nn.Module],
-                     train: Callable[[nn.Module], dict]) -> TeacherResult:
-        """The stored teacher for `identity`, training (once, across processes) if there is none."""
+                     train: Callable[[nn.Module], dict],
+                     announce: Callable[[str], None] = lambda decision: None) -> TeacherResult:
+        """The stored teacher for `identity`, training (once, across processes) if there is none.
+
+        `announce("reuse" | "train")` tells a DDP run's other ranks (see `follow`) what this
+        process, their rank 0, does, before it does it."""
         key = teacher_key(identity)
         entry = self.entry(key)
         model = build()
         if self._load(entry, model):
+            announce("reuse")
             return TeacherResult(model, "reused", key, entry, self._meta(entry))
         self.root.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self.root / f"{key}.lock"))
@@ -80,9 +86,11 @@ class TeacherStore:
             lock.acquire()
         try:
             if self._load(entry, model):  # trained by the job that held the lock
+                announce("reuse")
                 return TeacherResult(model, "reused", key, entry, self._meta(entry))
             if entry.exists():
                 self._quarantine(entry)
+            announce("train")
             model = build()
             stage_metrics = train(model)
             self._write(entry, model, {"key": key, "identity": identity, "metrics": stage_metrics,
@@ -90,6 +98,31 @@ class TeacherStore:
             return TeacherResult(model, "trained", key, entry, self._meta(entry))
         finally:
             lock.release()
+
+    def follow(self, identity: dict, build: Callable[[], nn.Module], train: Callable[[nn.Module], dict],
+               decision: str) -> TeacherResult:
+        """A DDP rank > 0: do what rank 0 announced, without the lock and without writing.
+
+        Rank 0 holds the entry's lock while it trains, and its `fit` waits for every rank, so a
+        rank > 0 that took the lock would deadlock; it trains alongside instead (same seeds,
+        same batches) and rank 0 alone writes the entry."""
+        key = teacher_key(identity)
+        entry = self.entry(key)
+        model = build()
+        if decision == "reuse":
+            if not self._load(entry, model):
+                raise RuntimeError(f"rank 0 reused teacher entry {entry}, which this rank cannot load")
+            return TeacherResult(model, "reused", key, entry, self._meta(entry))
+        model = build()  # as rank 0 does under the lock: the same initial weights
+        train(model)
+        # rank 0 writes the entry right after the shared fit; its record (weights SHA-256) is this
+        # rank's too, and what later steps (e.g. cached teacher outputs) check against
+        deadline = time.monotonic() + FOLLOW_TIMEOUT_S
+        while not (entry / META).exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rank 0 did not write teacher entry {entry} within {FOLLOW_TIMEOUT_S} s")
+            time.sleep(0.1)
+        return TeacherResult(model, "trained", key, entry, self._meta(entry))
 
     def _write(self, entry: Path, model: nn.Module, meta: dict) -> None:
         staging = self.root / f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}"

@@ -195,6 +195,7 @@ def test_bad_budgets_stop_before_training(tmp_path, overrides, fragment):
     assert not (tmp_path / "teacher_store").exists()
 
 
+@pytest.mark.slow  # several processes or sweep jobs: the optional `pytest -m slow` job
 def test_optuna_sweep_optimises_the_validation_objective(tmp_path):
     result = kdrun_command(["-m", "experiment=tune_student", "hydra.sweeper.n_trials=2", *SMALL, *QUICK,
                             "trainer.enable_progress_bar=false", f"paths.output_root={tmp_path / 'outputs'}"],

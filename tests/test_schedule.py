@@ -484,3 +484,10 @@ def test_unknown_window_align():
     msg = str(err.value)
     assert "schedule.window_align='middle'" in msg
     assert "start, center" in msg
+
+
+def test_a_switch_at_the_end_of_training_keeps_the_first_loss_whatever_the_window():
+    specs = specs_of(late_switch(at=1.0, window=10))
+    assert switch_steps(specs, 100) == [(100, 0)]
+    with pytest.raises(ConfigError, match="leaves the training run"):
+        switch_steps(specs_of(late_switch(at=0.95, window=10)), 100)

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from kdrun.data.noise import apply_label_noise
+from kdrun.data.samplers import EpochSeededSampler
 from kdrun.data.sources import SourceSplits, load_source
 from kdrun.data.subsets import kappa_subsets, seeded_order
 from kdrun.data.transforms import build_transforms
@@ -58,6 +59,7 @@ class DataSplits:
     num_workers: int
     train_transform: Callable | None = None
     eval_transform: Callable | None = None
+    world_size: int = 1  # training processes (DDP ranks): each trains on 1/world_size of every epoch
 
     @classmethod
     def build(cls, cfg, seeds: Seeds) -> "DataSplits":
@@ -90,35 +92,40 @@ class DataSplits:
 
     def loader(self, split: str, indices: np.ndarray | None = None, order_seed: int | None = None,
                augment: bool = False, labels: np.ndarray | None = None, batch_size: int | None = None,
-               drop_last: bool = False) -> DataLoader:
+               drop_last: bool = False, shard: tuple[int, int] | None = None, pad: bool = True) -> DataLoader:
         """A loader over `split` (optionally restricted to `indices`), shuffled iff order_seed is given.
 
         `augment` selects the training transform; the training pool yields the labels trained on
-        (after label noise) unless `labels` replaces them. `batch_size` defaults to data.batch_size."""
+        (after label noise) unless `labels` replaces them. `batch_size` defaults to data.batch_size.
+        `shard=(rank, world_size)` keeps one DDP rank's share, padded to equal shares iff `pad`."""
         if labels is None and split == "train":
             labels = self.train_labels
         transform = self.train_transform if augment else self.eval_transform
         dataset: Dataset = IndexedDataset(getattr(self.source, split).dataset, transform, labels)
         if indices is not None:
             dataset = Subset(dataset, indices.tolist())
-        generator = None if order_seed is None else torch.Generator().manual_seed(int(order_seed))
+        rank, replicas = shard or (0, 1)
+        # the order of an epoch depends on (order_seed, epoch) only: a resumed run replays it exactly
+        sampler = (EpochSeededSampler(len(dataset), order_seed, replicas, rank, pad)
+                   if order_seed is not None or replicas > 1 else None)
         return DataLoader(
-            dataset, batch_size=batch_size or self.batch_size, shuffle=order_seed is not None, generator=generator,
+            dataset, batch_size=batch_size or self.batch_size, sampler=sampler,
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0, drop_last=drop_last,
         )
 
     def training_loader(self, stage: str, order_seed: int, batch_size: int | None = None,
-                        drop_last: bool = False) -> DataLoader:
+                        drop_last: bool = False, shard: tuple[int, int] | None = None) -> DataLoader:
         """The teacher's or the student's training samples, augmented, in a seeded order."""
         if stage == "teacher":
             return self.loader("train", self.teacher_indices, order_seed, augment=True, batch_size=batch_size,
-                               drop_last=drop_last)
+                               drop_last=drop_last, shard=shard)
         labels = np.full(len(self.train_labels), WITHHELD_LABEL) if self.student_labels_withheld else None
         return self.loader("train", self.student_indices, order_seed, augment=True, labels=labels,
-                           batch_size=batch_size, drop_last=drop_last)
+                           batch_size=batch_size, drop_last=drop_last, shard=shard)
 
     def steps_per_epoch(self, stage: str, batch_size: int | None = None, drop_last: bool = False) -> int:
         size = len(self.teacher_indices if stage == "teacher" else self.student_indices)
+        size = -(-size // self.world_size)  # one rank's padded share (kdrun.data.samplers)
         batch_size = batch_size or self.batch_size
         if drop_last:
             if size < batch_size:
@@ -150,16 +157,44 @@ class StageDataModule(L.LightningDataModule):
     """The teacher's or the student's view of the splits: its own training subset and order."""
 
     def __init__(self, splits: DataSplits, stage: str, order_seed: int, batch_size: int | None = None,
-                 drop_last: bool = False):
+                 drop_last: bool = False, fast_path: bool = False):
         super().__init__()
         self.splits, self.stage, self.order_seed = splits, stage, order_seed
         self.batch_size, self.drop_last = batch_size, drop_last
+        self.fast_path = fast_path  # in-memory batches (kdrun.data.in_memory): same batches, no collation
+
+    def _in_memory(self) -> bool:
+        # one process only: the in-memory batches do not shard across DDP ranks
+        return self.fast_path and (self.trainer is None or self.trainer.world_size == 1)
+
+    def _device(self):
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        return device if device.type == "cuda" else torch.device("cpu")
 
     def train_dataloader(self) -> DataLoader:
-        return self.splits.training_loader(self.stage, self.order_seed, self.batch_size, self.drop_last)
+        if self._in_memory():
+            from kdrun.data.in_memory import training_batches
+
+            return training_batches(self.splits, self.stage, self.order_seed, self.batch_size, self.drop_last,
+                                    self._device())
+        return self.splits.training_loader(self.stage, self.order_seed, self.batch_size, self.drop_last,
+                                           self._shard())
 
     def val_dataloader(self) -> DataLoader:
-        return self.splits.loader("val")
+        if self._in_memory():
+            from kdrun.data.in_memory import in_memory_batches
+
+            return in_memory_batches(self.splits, "val", device=self._device())
+        return self.splits.loader("val", shard=self._shard(), pad=False)  # torchmetrics reduce across ranks
+
+    def _shard(self) -> tuple[int, int] | None:
+        """(rank, world size) under DDP, where the step budget was planned for `splits.world_size` ranks."""
+        if self.trainer is None or self.trainer.world_size == 1:
+            return None
+        if self.trainer.world_size != self.splits.world_size:
+            raise RuntimeError(f"{self.trainer.world_size} processes train, but the step budget was planned for "
+                               f"{self.splits.world_size} (kdrun.distributed.training_world_size)")
+        return self.trainer.global_rank, self.trainer.world_size
 
     def test_dataloader(self) -> DataLoader:
         return self.splits.loader("test")

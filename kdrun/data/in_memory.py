@@ -1,0 +1,142 @@
+"""The fast data path: a whole in-memory split as tensors, batched by slicing.
+
+For sources whose splits are tensors already (digits, the synthetic sources) a DataLoader
+spends most of its time fetching samples one by one and collating them again. Here each
+split is gathered into (x, y, index) tensors once (on the training device when it is a GPU);
+an epoch permutes them with one gather and yields contiguous slices. The batches are the
+DataLoader path's batches: the same samples, labels and dataset indices, in the order of the
+same permutation function (`epoch_permutation`), so a run gives the same metrics on either path.
+
+`data.fast_path`: auto (use it where it applies), true (use it, or say why it cannot apply),
+false (always the DataLoader).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from kdrun.data.transforms import augments
+from kdrun.config_tree import auto_switch
+from kdrun.errors import ConfigError
+
+
+
+def tensors_of(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(x, y) of a TensorDataset, also through Subset wrappers; None for any other dataset."""
+    positions = None
+    while isinstance(dataset, Subset):
+        chosen = torch.as_tensor(dataset.indices, dtype=torch.long)
+        positions = chosen if positions is None else chosen[positions]
+        dataset = dataset.dataset
+    if not isinstance(dataset, TensorDataset) or len(dataset.tensors) != 2:
+        return None
+    x, y = dataset.tensors
+    return (x, y) if positions is None else (x[positions], y[positions])
+
+
+def fast_path_mode(data_cfg) -> str:
+    return auto_switch(data_cfg, "fast_path", "data")
+
+
+def fast_path_obstacle(data_cfg, splits) -> str | None:
+    """Why the in-memory path cannot serve these splits, or None when it can."""
+    if augments(data_cfg):
+        return f"data.augment={data_cfg.augment} draws random inputs per sample"
+    if int(data_cfg.get("num_workers", 0)) != 0:
+        return f"data.num_workers={data_cfg.num_workers} asks for loader worker processes"
+    if splits.train_transform is not None or splits.eval_transform is not None:
+        return f"data.source={data_cfg.source} applies per-sample transforms"
+    for name in ("train", "val", "test"):
+        if tensors_of(getattr(splits.source, name).dataset) is None:
+            return f"data.source={data_cfg.source} is not an in-memory tensor source (its {name} split reads samples one by one)"
+    return None
+
+
+def use_fast_path(data_cfg, splits) -> bool:
+    """Whether both stages batch in memory (ConfigError for `fast_path=true` where it cannot apply)."""
+    mode = fast_path_mode(data_cfg)
+    if mode == "false":
+        return False
+    obstacle = fast_path_obstacle(data_cfg, splits)
+    if obstacle is not None and mode == "true":
+        raise ConfigError(f"data.fast_path=true needs an in-memory source without augmentation and with "
+                          f"num_workers=0, but {obstacle}; allowed: data.fast_path=auto or false")
+    return obstacle is None
+
+
+def epoch_permutation(size: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of epoch `epoch`: a pure function of (seed, epoch), so any epoch can be replayed."""
+    state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0]
+    return torch.randperm(size, generator=torch.Generator().manual_seed(int(state)))
+
+
+class EpochCounter:
+    """Stands where a DataLoader's sampler stands: Lightning calls `set_epoch` before each epoch,
+    so the permutation is a function of (seed, epoch), also after a resume."""
+
+    def __init__(self):
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+
+class InMemoryBatches:
+    """(x, y, index) batches of tensors held in memory; shuffled per epoch iff order_seed is given."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, batch_size: int,
+                 order_seed: int | None, drop_last: bool, permutation: Callable[[int, int, int], torch.Tensor]):
+        self.x, self.y, self.index = x, y, index
+        self.batch_size, self.order_seed, self.drop_last = int(batch_size), order_seed, drop_last
+        self.permutation = permutation
+        self.sampler = EpochCounter()
+        self.batch_sampler = None  # read by Lightning, as on a DataLoader that batches its sampler itself
+
+    def __len__(self) -> int:
+        size = len(self.index)
+        return size // self.batch_size if self.drop_last else -(-size // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        x, y, index = self.x, self.y, self.index
+        if self.order_seed is not None:
+            # one gather per epoch; the batches below are then views, not per-batch copies
+            order = self.permutation(len(index), self.order_seed, self.sampler.epoch).to(index.device)
+            x, y, index = x[order], y[order], index[order]
+        for batch in range(len(self)):
+            cut = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
+            yield x[cut], y[cut], index[cut]
+
+
+def in_memory_batches(splits, split: str, indices: np.ndarray | None = None, order_seed: int | None = None,
+                      labels: np.ndarray | None = None, batch_size: int | None = None, drop_last: bool = False,
+                      device: torch.device | str = "cpu",
+                      permutation: Callable[[int, int, int], torch.Tensor] | None = None) -> InMemoryBatches:
+    """The in-memory twin of `DataSplits.loader` (same arguments, same batches; no transforms)."""
+    permutation = permutation or epoch_permutation
+    x, y = tensors_of(getattr(splits.source, split).dataset)
+    if labels is None and split == "train":
+        labels = splits.train_labels
+    if labels is not None:
+        y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    index = torch.arange(len(x)) if indices is None else torch.as_tensor(np.asarray(indices), dtype=torch.long)
+    x, y = x[index], y[index]
+    device = torch.device(device)
+    return InMemoryBatches(x.to(device), y.to(device), index.to(device), batch_size or splits.batch_size,
+                           order_seed, drop_last, permutation)
+
+
+def training_batches(splits, stage: str, order_seed: int, batch_size: int | None = None, drop_last: bool = False,
+                     device: torch.device | str = "cpu") -> InMemoryBatches:
+    """The in-memory twin of `DataSplits.training_loader`: the stage's samples and labels, shuffled per epoch."""
+    from kdrun.data.datamodule import WITHHELD_LABEL
+
+    if stage == "teacher":
+        return in_memory_batches(splits, "train", splits.teacher_indices, order_seed, batch_size=batch_size,
+                                 drop_last=drop_last, device=device)
+    labels = np.full(len(splits.train_labels), WITHHELD_LABEL) if splits.student_labels_withheld else None
+    return in_memory_batches(splits, "train", splits.student_indices, order_seed, labels=labels,
+                             batch_size=batch_size, drop_last=drop_last, device=device)

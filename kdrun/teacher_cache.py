@@ -1,0 +1,182 @@
+"""Cached teacher outputs: the frozen teacher's logits, computed once, looked up by dataset index.
+
+A student's training step needs the teacher's logits on its batch. When the student's inputs
+are deterministic (no augmentation) those logits are a fixed function of the dataset index,
+so they are computed once over the whole training pool, the validation and the test split
+and every student looks them up (`cache["train"][index]`) instead of running the teacher.
+
+- Store teachers: the logits live in the store entry (`teacher_logits.pt`, written atomically
+  under the entry's lock), so a sweep of students over one teacher computes them once. The
+  entry key already covers the data config (normalisation, augmentation, splits); the file also
+  records the split sizes, the teacher weights' SHA-256 and a fingerprint of the first inputs of
+  each split, and is recomputed if any of them no longer matches.
+- Imported (`teacher.checkpoint`) and oracle teachers: the logits are computed per run, in
+  memory (a checkpoint may change under the same path; oracles are cheap to recompute). One
+  pass over the pool costs about one online epoch, so this pays from the second epoch on.
+- With augmentation, or losses that read the teacher's intermediate features, the teacher runs
+  online. `teacher.cache_outputs`: auto (cache where valid) | true (cache, or say why not) | false.
+
+Logits are stored as float32: 4 bytes x classes per sample (20 MB for CIFAR-100's 50k x 100),
+and cached and online losses then agree to float32 rounding (float16 would move a KD loss by
+~1e-4 relative; tests/test_teacher_cache.py measures both).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from torch import nn
+
+from kdrun.config_tree import auto_switch
+from kdrun.data.transforms import augments
+from kdrun.distributed import process_rank
+from kdrun.errors import ConfigError
+
+log = logging.getLogger("kdrun")
+
+CACHE_FILE = "teacher_logits.pt"
+CACHE_FORMAT = 1
+CACHE_DTYPE = torch.float32
+CACHED_SPLITS = ("train", "val", "test")
+FINGERPRINT_SAMPLES = 16
+COMPUTE_BATCH_SIZE = 1024
+
+# How many times this process computed teacher outputs (tests read it: a reuse must not compute).
+compute_count = 0
+
+
+@dataclass
+class TeacherOutputs:
+    """The teacher's logits per split, indexed by dataset index."""
+
+    logits: dict[str, torch.Tensor]
+    where: str  # "store" (in the teacher's store entry) or "run" (this run only)
+    computed: bool  # computed by this run (False: read back from the store)
+
+
+def cache_mode(teacher_cfg) -> str:
+    return auto_switch(teacher_cfg, "cache_outputs", "teacher")
+
+
+def cache_obstacle(cfg, schedule) -> str | None:
+    """Why cached outputs would be wrong for this run, or None when they are valid."""
+    if augments(cfg.data):
+        return (f"data.augment={cfg.data.augment} gives the student random inputs, so logits cached by "
+                f"sample index would be stale")
+    feature_losses = [loss.name for loss in schedule.losses if hasattr(loss, "attach")]
+    if feature_losses:
+        return f"loss {', '.join(feature_losses)} reads the teacher's intermediate features, not only its logits"
+    return None
+
+
+def check_cache_config(cfg, schedule) -> bool:
+    """Whether this run caches teacher outputs; ConfigError for `cache_outputs=true` where invalid."""
+    mode = cache_mode(cfg.teacher)
+    if mode == "false":
+        return False
+    obstacle = cache_obstacle(cfg, schedule)
+    if obstacle is not None and mode == "true":
+        raise ConfigError(f"teacher.cache_outputs=true, but {obstacle}; allowed: teacher.cache_outputs=auto "
+                          f"(runs the teacher online here) or false")
+    return obstacle is None
+
+
+def teacher_outputs(cfg, splits, teacher, schedule) -> TeacherOutputs | None:
+    """The run's cached teacher logits, or None when the teacher runs online."""
+    if not check_cache_config(cfg, schedule):
+        return None
+    if teacher.key is None:  # imported or oracle teacher: not in the store
+        return TeacherOutputs(compute_logits(teacher.model, splits, _compute_device(cfg)), "run", True)
+    entry = Path(teacher.path)
+    expected = _cache_identity(splits, teacher)
+    cached = _read(entry / CACHE_FILE, expected)
+    if cached is not None:
+        return TeacherOutputs(cached, "store", False)
+    if process_rank() > 0:
+        # DDP: rank 0 alone writes store entries; the logits are a pure function of the teacher,
+        # so another rank computes its own copy rather than waiting on rank 0's file
+        return TeacherOutputs(compute_logits(teacher.model, splits, _compute_device(cfg)), "store", True)
+    with FileLock(str(entry.parent / f"{teacher.key}.lock")):
+        cached = _read(entry / CACHE_FILE, expected)  # written by a job that held the lock first
+        if cached is not None:
+            return TeacherOutputs(cached, "store", False)
+        logits = compute_logits(teacher.model, splits, _compute_device(cfg))
+        _write(entry / CACHE_FILE, {"identity": expected, "logits": logits})
+        return TeacherOutputs(logits, "store", True)
+
+
+@torch.inference_mode()
+def compute_logits(model: nn.Module, splits, device: torch.device) -> dict[str, torch.Tensor]:
+    """Full-precision logits of `model` (in eval mode) on every sample of each cached split, by dataset index."""
+    global compute_count
+    compute_count += 1
+    was_training, home = model.training, _device_of(model)
+    model.eval().to(device)
+    logits = {}
+    try:
+        for split in CACHED_SPLITS:
+            loader = splits.loader(split, batch_size=COMPUTE_BATCH_SIZE)  # eval transform: the student's inputs
+            table = torch.empty(len(loader.dataset), splits.num_classes, dtype=CACHE_DTYPE)
+            for x, _, index in loader:
+                table[index] = model(x.to(device)).float().cpu().to(CACHE_DTYPE)
+            logits[split] = table
+    finally:
+        model.to(home).train(was_training)
+    return logits
+
+
+def input_fingerprint(splits) -> str:
+    """A digest of the first inputs of each split as the student sees them (catches changed transforms)."""
+    digest = hashlib.sha256()
+    for split in CACHED_SPLITS:
+        x, _, _ = next(iter(splits.loader(split, batch_size=FINGERPRINT_SAMPLES)))
+        digest.update(x.float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
+def _cache_identity(splits, teacher) -> dict:
+    return {
+        "format": CACHE_FORMAT,
+        "dtype": str(CACHE_DTYPE),
+        "num_classes": splits.num_classes,
+        "sizes": {split: len(getattr(splits.source, split)) for split in CACHED_SPLITS},
+        "weights_sha256": teacher.meta.get("weights_sha256"),
+        "inputs": input_fingerprint(splits),
+    }
+
+
+def _read(path: Path, expected: dict) -> dict[str, torch.Tensor] | None:
+    if not path.exists():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload["identity"] != expected:
+            log.warning("cached teacher outputs %s were computed for other inputs or weights; recomputing", path)
+            return None
+        return payload["logits"]
+    except Exception as error:  # an unreadable cache is recomputed, never trusted
+        log.warning("cached teacher outputs %s are unreadable (%s); recomputing", path, error)
+        return None
+
+
+def _write(path: Path, payload: dict) -> None:
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    torch.save(payload, staging)
+    os.replace(staging, path)  # readers see the old file or the complete new one, never a partial one
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(iter([*model.parameters(), *model.buffers()]), torch.zeros(())).device
+
+
+def _compute_device(cfg) -> torch.device:
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    use_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+    return torch.device("cuda" if use_gpu else "cpu")

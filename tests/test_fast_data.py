@@ -1,0 +1,72 @@
+"""The in-memory data path yields the DataLoader path's batches and gives the same run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lightning.fabric.utilities.data import _set_sampler_epoch
+
+from conftest import compose_config, run_in_process
+from kdrun.data.datamodule import DataSplits
+from kdrun.data.in_memory import in_memory_batches, training_batches, use_fast_path
+from kdrun.errors import ConfigError
+from kdrun.seeds import resolve_seeds
+
+
+def _splits(tmp_path, overrides=()):
+    cfg = compose_config(tmp_path, list(overrides))
+    return cfg, DataSplits.build(cfg.data, resolve_seeds(cfg.seed, cfg.seeds))
+
+
+def _epoch(loader, epoch):
+    _set_sampler_epoch(loader, epoch)  # what Lightning's fit loop does before each epoch
+    return list(loader)
+
+
+@pytest.mark.parametrize("split_preset", ["standard", "distill4"])
+@pytest.mark.parametrize("stage", ["teacher", "student"])
+def test_in_memory_batches_equal_the_dataloader_batches(tmp_path, stage, split_preset):
+    cfg, splits = _splits(tmp_path, [f"data.split={split_preset}"])
+    assert use_fast_path(cfg.data, splits)
+    loader = splits.training_loader(stage, order_seed=11, batch_size=50, drop_last=False)
+    fast = training_batches(splits, stage, order_seed=11, batch_size=50, drop_last=False)
+    assert len(fast) == len(loader)
+    for epoch in (0, 1, 2):
+        expected, got = _epoch(loader, epoch), _epoch(fast, epoch)
+        assert len(got) == len(expected)
+        for (x0, y0, i0), (x1, y1, i1) in zip(expected, got):
+            assert torch.equal(i0, i1) and torch.equal(y0, y1) and torch.equal(x0, x1)
+            assert x0.dtype == x1.dtype and y0.dtype == y1.dtype and i0.dtype == i1.dtype
+    val_loader, val_fast = splits.loader("val"), in_memory_batches(splits, "val")
+    for (x0, y0, i0), (x1, y1, i1) in zip(val_loader, val_fast):
+        assert torch.equal(x0, x1) and torch.equal(y0, y1) and torch.equal(i0, i1)
+
+
+def test_epochs_differ_and_replay_from_the_epoch_number(tmp_path):
+    _, splits = _splits(tmp_path)
+    fast = training_batches(splits, "student", order_seed=5, batch_size=64)
+    first, second, first_again = _epoch(fast, 0), _epoch(fast, 1), _epoch(fast, 0)
+    assert not torch.equal(first[0][2], second[0][2])
+    assert all(torch.equal(a[2], b[2]) for a, b in zip(first, first_again))
+
+
+def test_fast_path_run_matches_the_dataloader_run(tmp_path):
+    fast, _ = run_in_process(tmp_path / "fast", ["data.fast_path=true"], name="fast")
+    slow, _ = run_in_process(tmp_path / "slow", ["data.fast_path=false"], name="slow")
+    assert fast["data/fast_path"] is True and slow["data/fast_path"] is False
+    assert fast["student/batch_order_checksum"] == slow["student/batch_order_checksum"]
+    for key in ("teacher/test/acc", "student/test/acc", "student/test/nll", "student/val/acc"):
+        assert fast[key] == pytest.approx(slow[key], abs=1e-6), key
+
+
+def test_fast_path_true_where_it_cannot_apply_is_a_clear_error(tmp_path):
+    cfg, splits = _splits(tmp_path, ["data.fast_path=true", "data.num_workers=1"])
+    with pytest.raises(ConfigError, match="fast_path=true needs an in-memory source.*num_workers=1"):
+        use_fast_path(cfg.data, splits)
+    cfg.data.num_workers = 0
+    cfg.data.fast_path = "maybe"
+    with pytest.raises(ConfigError, match="allowed: auto, true, false"):
+        use_fast_path(cfg.data, splits)
+    cfg.data.fast_path = "auto"
+    cfg.data.num_workers = 2
+    assert use_fast_path(cfg.data, splits) is False  # auto falls back to the DataLoader
