@@ -42,7 +42,7 @@ case "$paper" in
   paper003)
     out="$root/paper003"; mkdir -p "$out"
     sweep "$out/sweep_kd_rcd" experiment=paper003/controls_small
-    sweep "$out/sweep_siddo" experiment=paper003/controls_small loss=ce 'hydra.sweeper.params={seed: "range(10,15)"}'
+    sweep "$out/sweep_siddo" experiment=paper003/siddo_small
     metrics='student/test/agreement,student/test/activation_distance,student/test/js_divergence,student/test/rank_disagreement,student/test/prediction_disagreement,student/test/agreement_teacher_correct,student/test/agreement_teacher_incorrect,student/test/acc'
     kdrun-report "$out/sweep_kd_rcd" --out "$out/report_kd_vs_rcd" --title "Paper 003: KD vs RCD (small)" \
       --compare loss=kd --against loss=rcd --pair-by seed --metrics "$metrics"

@@ -220,3 +220,17 @@ def test_select_on_validation_and_report_on_test(tmp_path):
     assert test["focal_kd"] == pytest.approx(0.705) and test["kd"] == pytest.approx(0.555)
     assert set(selection["candidates"]) == {3}
     assert main([str(tmp_path / "sweep"), "--select-by", "student/val/nope", "--no-figures"]) == 2
+
+
+def test_a_setting_only_one_side_has_does_not_split_the_pairs(tmp_path):
+    """KD at one alpha against cross-entropy, which has no alpha: paired by seed alone."""
+    for job, (loss, alpha, seed) in enumerate([("kd", 0.5, 0), ("kd", 0.5, 1), ("kd", 0.9, 0), ("kd", 0.9, 1),
+                                               ("ce", None, 0), ("ce", None, 1)]):
+        overrides = [f"loss={loss}", f"seed={seed}"] + ([f"loss.alpha={alpha}"] if alpha else [])
+        write_run(tmp_path / "runs" / str(job), overrides, {"student/test/acc": 0.8 + (alpha or 0) / 10 + seed / 100})
+    from kdrun.report.cli import main
+
+    assert main([str(tmp_path / "runs"), "--compare", "loss=kd", "loss.alpha=0.9", "--against", "loss=ce",
+                 "--metrics", "student/test/acc", "--no-figures"]) == 0
+    (row,) = pd.read_csv(tmp_path / "runs" / "report" / "comparisons.csv").to_dict("records")
+    assert row["n"] == 2 and row["pi"] == pytest.approx(0.09)

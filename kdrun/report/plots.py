@@ -280,7 +280,7 @@ def agreement_split_bars(table: pd.DataFrame, condition: str, out: Path, baselin
         sems = [row[index][1] for row in rows]
         axes.bar(positions + offset, means, width, yerr=sems, capsize=3, color=colour,
                  label=f"on inputs the teacher {name}", edgecolor="white")
-    labels = [f"{_label(row[0])}\n(n={min(row[1][2], row[2][2])})" for row in rows]
+    labels = [f"{_label(row[0]).replace(', ', chr(10))}\n(n={min(row[1][2], row[2][2])})" for row in rows]
     axes.set_xticks(positions, labels, fontsize="small")
     axes.set_xlabel(condition)
     if baseline is None:

@@ -141,7 +141,10 @@ def pair_runs(table: pd.DataFrame, compare: dict, against: dict, pair_by: list[s
     if len(overlap):
         raise ReportError(f"--compare and --against both select {len(overlap)} run(s), e.g. "
                           f"{table.loc[overlap[0], 'run_dir']}; allowed: two disjoint sets of runs")
-    groups = group_columns(table, seed_columns, exclude={*compare, *against, *pair_by})
+    # A column whose values the two sides do not share tells the sides apart (the experiment preset
+    # of each arm; loss.alpha, which cross-entropy lacks; loss.epsilon_file): it cannot group pairs.
+    groups = [column for column in group_columns(table, seed_columns, exclude={*compare, *against, *pair_by})
+              if set(compared[column].dropna()) & set(baseline[column].dropna())]
     keys = [*groups, *pair_by]
     for side, runs in (("--compare", compared), ("--against", baseline)):
         duplicated = runs[runs.duplicated(keys, keep=False)]
