@@ -35,3 +35,17 @@ def auto_switch(node, key: str, where: str) -> str:
     if mode not in AUTO_SWITCH:
         raise ConfigError(f"{where}.{key}={value!r}; allowed: {', '.join(AUTO_SWITCH)}")
     return mode
+
+
+def auto_switch_applies(node, key: str, where: str, obstacle, needs: str) -> bool:
+    """Whether an `auto | true | false` optimisation applies: `auto` when `obstacle()` names nothing
+    in its way, `true` where something is in its way is a ConfigError naming it."""
+    from kdrun.errors import ConfigError
+
+    mode = auto_switch(node, key, where)
+    if mode == "false":
+        return False
+    reason = obstacle()
+    if reason is not None and mode == "true":
+        raise ConfigError(f"{where}.{key}=true {needs}, but {reason}; allowed: {where}.{key}=auto or false")
+    return reason is None

@@ -168,7 +168,7 @@ def main(cfg: DictConfig) -> float | None:
     return result["score"]
 
 
-def _is_number(value) -> bool:
+def _is_number(value) -> bool:  # not kdrun.losses.is_number: importing the losses would load torch at start-up
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

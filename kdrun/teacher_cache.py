@@ -34,7 +34,7 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from kdrun.config_tree import auto_switch
+from kdrun.config_tree import auto_switch_applies
 from kdrun.data.transforms import augments
 from kdrun.distributed import process_rank
 from kdrun.errors import ConfigError
@@ -61,10 +61,6 @@ class TeacherOutputs:
     computed: bool  # computed by this run (False: read back from the store)
 
 
-def cache_mode(teacher_cfg) -> str:
-    return auto_switch(teacher_cfg, "cache_outputs", "teacher")
-
-
 def cache_obstacle(cfg, schedule) -> str | None:
     """Why cached outputs would be wrong for this run, or None when they are valid."""
     if augments(cfg.data):
@@ -78,14 +74,8 @@ def cache_obstacle(cfg, schedule) -> str | None:
 
 def check_cache_config(cfg, schedule) -> bool:
     """Whether this run caches teacher outputs; ConfigError for `cache_outputs=true` where invalid."""
-    mode = cache_mode(cfg.teacher)
-    if mode == "false":
-        return False
-    obstacle = cache_obstacle(cfg, schedule)
-    if obstacle is not None and mode == "true":
-        raise ConfigError(f"teacher.cache_outputs=true, but {obstacle}; allowed: teacher.cache_outputs=auto "
-                          f"(runs the teacher online here) or false")
-    return obstacle is None
+    return auto_switch_applies(cfg.teacher, "cache_outputs", "teacher", lambda: cache_obstacle(cfg, schedule),
+                               "needs fixed student inputs and losses that read only the teacher's logits")
 
 
 def teacher_outputs(cfg, splits, teacher, schedule) -> TeacherOutputs | None:

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from kdrun.data.transforms import augments
-from kdrun.config_tree import auto_switch
+from kdrun.config_tree import auto_switch_applies
 from kdrun.errors import ConfigError
 
 
@@ -36,10 +36,6 @@ def tensors_of(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
         return None
     x, y = dataset.tensors
     return (x, y) if positions is None else (x[positions], y[positions])
-
-
-def fast_path_mode(data_cfg) -> str:
-    return auto_switch(data_cfg, "fast_path", "data")
 
 
 def fast_path_obstacle(data_cfg, splits) -> str | None:
@@ -58,14 +54,8 @@ def fast_path_obstacle(data_cfg, splits) -> str | None:
 
 def use_fast_path(data_cfg, splits) -> bool:
     """Whether both stages batch in memory (ConfigError for `fast_path=true` where it cannot apply)."""
-    mode = fast_path_mode(data_cfg)
-    if mode == "false":
-        return False
-    obstacle = fast_path_obstacle(data_cfg, splits)
-    if obstacle is not None and mode == "true":
-        raise ConfigError(f"data.fast_path=true needs an in-memory source without augmentation and with "
-                          f"num_workers=0, but {obstacle}; allowed: data.fast_path=auto or false")
-    return obstacle is None
+    return auto_switch_applies(data_cfg, "fast_path", "data", lambda: fast_path_obstacle(data_cfg, splits),
+                               "needs an in-memory source without augmentation and with num_workers=0")
 
 
 def epoch_permutation(size: int, seed: int, epoch: int) -> torch.Tensor:

@@ -47,13 +47,18 @@ def build_loss(cfg: Mapping, where: str = "loss"):
 
 
 def check_alpha(alpha: float, where: str) -> None:
-    if not _is_number(alpha) or not 0.0 <= float(alpha) <= 1.0:
+    if not is_number(alpha) or not 0.0 <= float(alpha) <= 1.0:
         raise ConfigError(f"{where}.alpha={alpha} is outside [0, 1] (the teacher's weight in the mixture)")
 
 
 def check_temperature(temperature: float, where: str) -> None:
-    if not _is_number(temperature) or not float(temperature) > 0.0:
+    if not is_number(temperature) or not float(temperature) > 0.0:
         raise ConfigError(f"{where}.temperature={temperature} must be > 0")
+
+
+def check_fraction(value, key: str, where: str) -> None:
+    if not is_number(value) or not 0.0 <= float(value) <= 1.0:
+        raise ConfigError(f"{where}.{key}={value} is outside [0, 1]")
 
 
 def check_flag(value, key: str, where: str) -> None:
@@ -61,7 +66,7 @@ def check_flag(value, key: str, where: str) -> None:
         raise ConfigError(f"{where}.{key}={value!r} must be true or false")
 
 
-def _is_number(value) -> bool:
+def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

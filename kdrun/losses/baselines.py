@@ -14,13 +14,9 @@ from omegaconf import OmegaConf
 
 from kdrun.config_tree import group_options, load_option
 from kdrun.errors import ConfigError
-from kdrun.losses import _is_number, build_loss, check_alpha, check_flag, check_temperature, register_loss
+from kdrun.losses import (build_loss, check_alpha, check_flag, check_fraction, check_temperature, is_number,
+                          register_loss)
 from kdrun.losses import functional as F
-
-
-def _check_range(value, key: str, where: str, low: float, high: float, allowed: str) -> None:
-    if not _is_number(value) or not low <= float(value) <= high:
-        raise ConfigError(f"{where}.{key}={value!r} is outside {allowed}")
 
 
 @register_loss("label_smoothed_teacher")
@@ -34,7 +30,7 @@ class LabelSmoothedTeacher:
     needs_labels: ClassVar[bool] = False
 
     def __post_init__(self):
-        _check_range(self.smoothing, "smoothing", "label_smoothed_teacher", 0.0, 1.0, "[0, 1]")
+        check_fraction(self.smoothing, "smoothing", "label_smoothed_teacher")
         check_temperature(self.temperature, "label_smoothed_teacher")
 
     def __call__(self, student_logits, teacher_logits, batch):
@@ -52,7 +48,7 @@ class FocalDistillation:
     needs_labels: ClassVar[bool] = False
 
     def __post_init__(self):
-        if not _is_number(self.gamma) or not float(self.gamma) >= 0.0:
+        if not is_number(self.gamma) or not float(self.gamma) >= 0.0:
             raise ConfigError(f"focal_kd.gamma={self.gamma!r} must be >= 0 (0 is plain KL)")
 
     def __call__(self, student_logits, teacher_logits, batch):
@@ -69,7 +65,7 @@ class Flooding:
     base: Any
 
     def __post_init__(self):
-        if not _is_number(self.level) or not float(self.level) >= 0.0:
+        if not is_number(self.level) or not float(self.level) >= 0.0:
             raise ConfigError(f"flooding.level={self.level!r} must be >= 0 (the flood level b)")
         # built once here, so a bad base config fails when the run starts, not at the first step
         self._base_loss = build_loss(self._base_config(), where="flooding.base")
@@ -121,7 +117,7 @@ class TeacherFreeKD:
         check_temperature(self.temperature, "teacher_free_kd")
         check_flag(self.t_squared, "t_squared", "teacher_free_kd")
         # 0 or 1 would put log 0 into the virtual teacher
-        if not _is_number(self.correct_prob) or not 0.0 < float(self.correct_prob) < 1.0:
+        if not is_number(self.correct_prob) or not 0.0 < float(self.correct_prob) < 1.0:
             raise ConfigError(f"teacher_free_kd.correct_prob={self.correct_prob!r} is outside (0, 1)")
 
     def __call__(self, student_logits, teacher_logits, batch):

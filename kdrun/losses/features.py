@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from kdrun.errors import ConfigError
 from kdrun.feature_taps import FeatureMatcher
-from kdrun.losses import _is_number, register_loss
+from kdrun.losses import is_number, register_loss
 from kdrun.losses import functional as F
 
 CONTROLS = ("none", "random_teacher")
@@ -48,7 +48,7 @@ class FeatureMatching:
     needs_labels: ClassVar[bool] = True
 
     def __post_init__(self):
-        if not _is_number(self.weight) or self.weight < 0:
+        if not is_number(self.weight) or self.weight < 0:
             raise ConfigError(f"feature_matching.weight={self.weight!r} must be a number >= 0")
         if self.control not in CONTROLS:
             raise ConfigError(f"feature_matching.control={self.control!r}; allowed: {', '.join(CONTROLS)}")

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from kdrun.errors import ConfigError
 from kdrun.losses import functional as F
-from kdrun.losses import register_loss
+from kdrun.losses import check_fraction, register_loss
 
 
 @register_loss("ce")
@@ -20,9 +19,7 @@ class CrossEntropy:
     needs_labels: ClassVar[bool] = True
 
     def __post_init__(self):
-        smoothing = self.label_smoothing
-        if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0.0 <= smoothing <= 1.0:
-            raise ConfigError(f"ce.label_smoothing={self.label_smoothing} is outside [0, 1]")
+        check_fraction(self.label_smoothing, "label_smoothing", "ce")
 
     def __call__(self, student_logits, teacher_logits, batch):
         loss = F.softmax_cross_entropy(student_logits, batch[1], self.label_smoothing)

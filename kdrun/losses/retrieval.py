@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from kdrun.errors import ConfigError
-from kdrun.losses import _is_number, check_flag, check_temperature, register_loss
+from kdrun.losses import is_number, check_flag, check_temperature, register_loss
 from kdrun.losses import functional as F
 
 
@@ -21,7 +21,7 @@ def _check_choice(value, key: str, allowed: tuple[str, ...], where: str) -> None
 
 def _check_negative_weights(loss, where: str) -> None:
     _check_choice(loss.psi, "psi", F.PSI_CHOICES, where)
-    if not _is_number(loss.a) or not float(loss.a) > 0.0:
+    if not is_number(loss.a) or not float(loss.a) > 0.0:
         raise ConfigError(f"{where}.a={loss.a!r} must be a number > 0 (the sigmoid scale of psi=one_minus_sigmoid_logit)")
     check_flag(loss.normalize_neg_weights, "normalize_neg_weights", where)
     _check_choice(loss.positive_self_weight, "positive_self_weight", F.SELF_WEIGHT_CHOICES, where)
