@@ -18,6 +18,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from kdrun.optim import StepPlan, build_lr_scheduler, build_optimizer
 from kdrun.resume import RunningDigest, restore_rng_states, rng_states
 from kdrun.schedule import LossSchedule
+from kdrun.step_metrics import StepMetricBuffer
 
 
 def state_checksum(model: nn.Module) -> str:
@@ -33,7 +34,7 @@ class DistillationModule(L.LightningModule):
     def __init__(self, student: nn.Module, teacher: nn.Module | None, schedule: LossSchedule,
                  optimizer_cfg, num_classes: int, stage: str, input_shape=None, lr_schedule=None,
                  lr_plan: StepPlan | None = None, teacher_outputs: dict[str, torch.Tensor] | None = None,
-                 nan_check_every: int = 50):
+                 sync_every: int = 50):
         super().__init__()
         self.student, self.schedule, self.optimizer_cfg, self.stage = student, schedule, optimizer_cfg, stage
         self.lr_schedule, self.lr_plan = lr_schedule, lr_plan
@@ -47,10 +48,14 @@ class DistillationModule(L.LightningModule):
         self.cached_splits = sorted(teacher_outputs or {})
         for split, logits in (teacher_outputs or {}).items():
             self.register_buffer(f"teacher_{split}_logits", logits, persistent=False)
-        # A non-finite loss is recorded on the device (first bad step) and checked every
-        # `nan_check_every` steps and at epoch end: a Python `if` on the loss would sync every step.
-        self.nan_check_every = max(1, int(nan_check_every))
+        # The hot path never waits for the device: a non-finite loss is recorded on the device (first
+        # bad step) and the step metrics are buffered there (kdrun.step_metrics). Both reach the host
+        # at sync points, every `sync_every` steps and at epoch ends: a Python `if` on the loss or a
+        # per-step `self.log` would synchronise every step.
+        self.sync_every = max(1, int(sync_every))
         self.register_buffer("first_bad_step", torch.tensor(-1, dtype=torch.long), persistent=False)
+        self.step_metrics = StepMetricBuffer()
+        self.latest_loss: torch.Tensor | None = None  # for progress displays, read at their own pace
         self._epoch_indices: list[torch.Tensor] = []
         # Feature-matching losses hook the models and own learned projections; registering
         # them here puts the projections on the module's device and in the student's optimiser.
@@ -60,9 +65,11 @@ class DistillationModule(L.LightningModule):
             for loss in schedule.losses if hasattr(loss, "attach")
         )
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        self.val_nll = MeanMetric()
-        self.val_agreement = MeanMetric()
-        self.train_loss_mean = MeanMetric()  # the epoch's mean loss over every rank's samples
+        # nan_strategy="disable": torchmetrics' NaN check is a host sync per update; a non-finite
+        # value instead propagates into the mean (and the training loss is checked at sync points).
+        self.val_nll = MeanMetric(nan_strategy="disable")
+        self.val_agreement = MeanMetric(nan_strategy="disable")
+        self.train_loss_mean = MeanMetric(nan_strategy="disable")  # the epoch's mean over every rank's samples
         self.batch_order = RunningDigest()  # continued from the checkpoint on resume
         self.init_checksum: str | None = None
 
@@ -113,26 +120,42 @@ class DistillationModule(L.LightningModule):
         loss, parts, weights = self.schedule(step, logits, teacher_logits, batch)
         bad_now = ~torch.isfinite(loss.detach()) & (self.first_bad_step < 0)
         self.first_bad_step.copy_(torch.where(bad_now, step, self.first_bad_step))
-        if (step + 1) % self.nan_check_every == 0:
-            self.raise_if_loss_was_not_finite()
-        batch_size = len(y)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
-        self.train_loss_mean.update(loss.detach(), batch_size)  # torchmetrics reduce across ranks at epoch end
-        self.log("train/loss_epoch", self.train_loss_mean, on_step=False, on_epoch=True)
-        if self.lr_plan is not None:
-            self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)
-        for name, value in parts.items():
-            self.log(f"train/{name}", value, batch_size=batch_size)
-        if len(weights) > 1:
-            for name, weight in weights.items():
-                self.log(f"schedule/{name}", weight, batch_size=batch_size)
+        self.latest_loss = loss.detach()
+        self.train_loss_mean.update(self.latest_loss, len(y))  # reduced across ranks at epoch end
+        if self.loggers:
+            self._record_step(step, loss, parts, weights)
+        if (step + 1) % self.sync_every == 0:
+            self.sync_point()
         return loss
 
-    def on_train_epoch_end(self):
+    def _record_step(self, step: int, loss: torch.Tensor, parts: dict, weights: dict[str, float]) -> None:
+        """The step's loss, its parts, learning rate and (when several phases) schedule weights."""
+        tensors = {"train/loss": loss}
+        numbers = {}
+        for name, value in parts.items():
+            (tensors if isinstance(value, torch.Tensor) else numbers)[f"train/{name}"] = value
+        if self.lr_plan is not None:  # the rate this step used (the scheduler steps after it)
+            numbers["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+        if len(weights) > 1:
+            numbers.update({f"schedule/{name}": weight for name, weight in weights.items()})
+        self.step_metrics.record(step, self.current_epoch, tensors, numbers)
+
+    def sync_point(self) -> None:
+        """Where the host catches up with the device: buffered step metrics go to the loggers, then
+        the non-finite-loss marker is checked (the logs then show the bad step too)."""
+        self.step_metrics.flush(self.loggers)
         self.raise_if_loss_was_not_finite()
+
+    def on_validation_start(self):
+        self.step_metrics.flush(self.loggers)  # the epoch's step rows before its validation rows
+
+    def on_train_epoch_end(self):
+        self.sync_point()
+        self.log("train/loss_epoch", self.train_loss_mean)  # torchmetrics reduces it across ranks
         self._hash_batch_order()
 
     def on_train_end(self):
+        self.sync_point()
         self._hash_batch_order()  # a step budget may end training inside an epoch
 
     def _hash_batch_order(self) -> None:
@@ -153,23 +176,27 @@ class DistillationModule(L.LightningModule):
         return [block.t().reshape(-1) for block in blocks]
 
     def raise_if_loss_was_not_finite(self) -> None:
-        bad_step = int(self.first_bad_step)  # the one host sync, every nan_check_every steps
+        bad_step = int(self.first_bad_step)  # a host sync: called at sync points only
         if bad_step >= 0:
             raise FloatingPointError(
                 f"{self.stage} loss became non-finite at step {bad_step} (epoch {self.current_epoch} or before; "
-                f"checked every {self.nan_check_every} steps). Lower the learning rate or check the inputs."
+                f"checked every {self.sync_every} steps). Lower the learning rate or check the inputs."
             )
 
     def validation_step(self, batch, batch_idx):
         x, y, index = batch
         logits = self.student(x)
-        self.val_acc(logits, y)
-        self.val_nll(F.cross_entropy(logits, y, reduction="none"))
+        self.val_acc.update(logits, y)
+        self.val_nll.update(F.cross_entropy(logits, y, reduction="none"))
+        if self.teacher is not None:
+            teacher_logits = self.teacher_logits(x, index, "val")
+            self.val_agreement.update((logits.argmax(-1) == teacher_logits.argmax(-1)).float())
+
+    def on_validation_epoch_end(self):
+        # logged once per validation, not per batch: Lightning computes (and syncs) each metric once
         self.log("val/acc", self.val_acc, prog_bar=True)
         self.log("val/nll", self.val_nll)
         if self.teacher is not None:
-            teacher_logits = self.teacher_logits(x, index, "val")
-            self.val_agreement((logits.argmax(-1) == teacher_logits.argmax(-1)).float())
             self.log("val/agreement", self.val_agreement)
 
     def setup(self, stage: str):

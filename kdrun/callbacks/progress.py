@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
@@ -13,13 +14,22 @@ log = logging.getLogger("kdrun")
 class StageProgressBar(TQDMProgressBar):
     """One bar line per stage: names the stage and epoch, leaves out the logger's version."""
 
+    LOSS_READ_INTERVAL_S = 0.5
+
     def __init__(self, stage: str):
         super().__init__(leave=True)  # the last line of each stage stays on screen
         self.stage = stage
+        self._loss, self._loss_read_at = None, float("-inf")
 
     def get_metrics(self, trainer, pl_module):
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
+        # The step loss stays on the device (no per-step sync); reading it is one, so at most twice a second.
+        latest = getattr(pl_module, "latest_loss", None)
+        if latest is not None and time.monotonic() - self._loss_read_at >= self.LOSS_READ_INTERVAL_S:
+            self._loss, self._loss_read_at = float(latest), time.monotonic()
+        if self._loss is not None:
+            metrics["loss"] = f"{self._loss:.4f}"
         return metrics
 
     def init_train_tqdm(self):
@@ -43,10 +53,13 @@ class EpochLogLine(Callback):
     def __init__(self, stage: str):
         self.stage = stage
 
-    def on_validation_epoch_end(self, trainer, pl_module):
+    def on_validation_end(self, trainer, pl_module):  # after the epoch's validation metrics are computed
         if trainer.sanity_checking:
             return
-        shown = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("train/loss", "val/acc", "val/nll")}
+        shown = {}
+        if getattr(pl_module, "latest_loss", None) is not None:
+            shown["train/loss"] = float(pl_module.latest_loss)  # the epoch's last step
+        shown.update({k: float(v) for k, v in trainer.callback_metrics.items() if k in ("val/acc", "val/nll")})
         log.info("%s epoch %d/%d  %s", self.stage, trainer.current_epoch + 1, trainer.max_epochs,
                  "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
 
