@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import lightning as L
@@ -60,6 +60,8 @@ class DataSplits:
     train_transform: Callable | None = None
     eval_transform: Callable | None = None
     world_size: int = 1  # training processes (DDP ranks): each trains on 1/world_size of every epoch
+    # whole splits gathered into tensors by the fast data path, once per run (kdrun.data.in_memory)
+    gathered: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(cls, cfg, seeds: Seeds) -> "DataSplits":

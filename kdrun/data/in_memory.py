@@ -1,11 +1,14 @@
 """The fast data path: a whole in-memory split as tensors, batched by slicing.
 
-For sources whose splits are tensors already (digits, the synthetic sources) a DataLoader
-spends most of its time fetching samples one by one and collating them again. Here each
-split is gathered into (x, y, index) tensors once (on the training device when it is a GPU);
-an epoch permutes them with one gather and yields contiguous slices. The batches are the
-DataLoader path's batches: the same samples, labels and dataset indices, in the order of the
-same permutation function (`epoch_permutation`), so a run gives the same metrics on either path.
+For sources whose samples sit in memory already (digits and the synthetic sources as tensors;
+MNIST, Fashion-MNIST, CIFAR and SVHN as torchvision's decoded arrays) a DataLoader spends most
+of its time fetching samples one by one, transforming and collating them again. Here each
+split is gathered into (x, y, index) tensors once (images stay uint8, on the training device
+when it is a GPU); an epoch permutes them with one gather and yields contiguous slices, and the
+deterministic transforms (conversion to float, normalisation) run on each whole batch. The
+batches are the DataLoader path's batches: the same samples, values, labels and dataset
+indices, in the order of the same permutation function (`epoch_permutation`), so a run gives
+the same metrics on either path. Augmentation draws per sample and keeps the DataLoader.
 
 `data.fast_path`: auto (use it where it applies), true (use it, or say why it cannot apply),
 false (always the DataLoader).
@@ -17,7 +20,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from kdrun.data.transforms import augments
 from kdrun.config_tree import auto_switch_applies
@@ -38,17 +41,31 @@ def tensors_of(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
     return (x, y) if positions is None else (x[positions], y[positions])
 
 
+GATHER_BATCH_SIZE = 1024
+
+
+def split_tensors(splits, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) of a whole split before its transforms: a tensor source's own tensors, or the samples
+    of an in-memory image source gathered once per run (uint8, as its loader reads them)."""
+    dataset = getattr(splits.source, split).dataset
+    tensors = tensors_of(dataset)
+    if tensors is not None:
+        return tensors
+    if split not in splits.gathered:
+        # the source's own per-sample reading (e.g. torchvision's array -> uint8 tensor), collated in blocks
+        blocks = list(DataLoader(dataset, batch_size=GATHER_BATCH_SIZE))
+        splits.gathered[split] = (torch.cat([x for x, _ in blocks]), torch.cat([y for _, y in blocks]))
+    return splits.gathered[split]
+
+
 def fast_path_obstacle(data_cfg, splits) -> str | None:
     """Why the in-memory path cannot serve these splits, or None when it can."""
     if augments(data_cfg):
         return f"data.augment={data_cfg.augment} draws random inputs per sample"
     if int(data_cfg.get("num_workers", 0)) != 0:
         return f"data.num_workers={data_cfg.num_workers} asks for loader worker processes"
-    if splits.train_transform is not None or splits.eval_transform is not None:
-        return f"data.source={data_cfg.source} applies per-sample transforms"
-    for name in ("train", "val", "test"):
-        if tensors_of(getattr(splits.source, name).dataset) is None:
-            return f"data.source={data_cfg.source} is not an in-memory tensor source (its {name} split reads samples one by one)"
+    if not splits.source.samples_in_memory:
+        return f"data.source={data_cfg.source} reads its samples from files one by one"
     return None
 
 
@@ -79,8 +96,10 @@ class InMemoryBatches:
     """(x, y, index) batches of tensors held in memory; shuffled per epoch iff order_seed is given."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, batch_size: int,
-                 order_seed: int | None, drop_last: bool, permutation: Callable[[int, int, int], torch.Tensor]):
+                 order_seed: int | None, drop_last: bool, permutation: Callable[[int, int, int], torch.Tensor],
+                 transform: Callable | None = None):
         self.x, self.y, self.index = x, y, index
+        self.transform = transform  # deterministic, applied to each whole batch (uint8 -> normalised float)
         self.batch_size, self.order_seed, self.drop_last = int(batch_size), order_seed, drop_last
         self.permutation = permutation
         self.sampler = EpochCounter()
@@ -98,16 +117,18 @@ class InMemoryBatches:
             x, y, index = x[order], y[order], index[order]
         for batch in range(len(self)):
             cut = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
-            yield x[cut], y[cut], index[cut]
+            inputs = x[cut] if self.transform is None else self.transform(x[cut])
+            yield inputs, y[cut], index[cut]
 
 
 def in_memory_batches(splits, split: str, indices: np.ndarray | None = None, order_seed: int | None = None,
-                      labels: np.ndarray | None = None, batch_size: int | None = None, drop_last: bool = False,
-                      device: torch.device | str = "cpu",
+                      augment: bool = False, labels: np.ndarray | None = None, batch_size: int | None = None,
+                      drop_last: bool = False, device: torch.device | str = "cpu",
                       permutation: Callable[[int, int, int], torch.Tensor] | None = None) -> InMemoryBatches:
-    """The in-memory twin of `DataSplits.loader` (same arguments, same batches; no transforms)."""
+    """The in-memory twin of `DataSplits.loader` (same arguments, same batches). `augment` picks the
+    training transform, which serves here only when it is deterministic (no data.augment)."""
     permutation = permutation or epoch_permutation
-    x, y = tensors_of(getattr(splits.source, split).dataset)
+    x, y = split_tensors(splits, split)
     if labels is None and split == "train":
         labels = splits.train_labels
     if labels is not None:
@@ -115,8 +136,9 @@ def in_memory_batches(splits, split: str, indices: np.ndarray | None = None, ord
     index = torch.arange(len(x)) if indices is None else torch.as_tensor(np.asarray(indices), dtype=torch.long)
     x, y = x[index], y[index]
     device = torch.device(device)
+    transform = splits.train_transform if augment else splits.eval_transform
     return InMemoryBatches(x.to(device), y.to(device), index.to(device), batch_size or splits.batch_size,
-                           order_seed, drop_last, permutation)
+                           order_seed, drop_last, permutation, transform)
 
 
 def training_batches(splits, stage: str, order_seed: int, batch_size: int | None = None, drop_last: bool = False,
@@ -125,8 +147,8 @@ def training_batches(splits, stage: str, order_seed: int, batch_size: int | None
     from kdrun.data.datamodule import WITHHELD_LABEL
 
     if stage == "teacher":
-        return in_memory_batches(splits, "train", splits.teacher_indices, order_seed, batch_size=batch_size,
-                                 drop_last=drop_last, device=device)
+        return in_memory_batches(splits, "train", splits.teacher_indices, order_seed, augment=True,
+                                 batch_size=batch_size, drop_last=drop_last, device=device)
     labels = np.full(len(splits.train_labels), WITHHELD_LABEL) if splits.student_labels_withheld else None
-    return in_memory_batches(splits, "train", splits.student_indices, order_seed, labels=labels,
+    return in_memory_batches(splits, "train", splits.student_indices, order_seed, augment=True, labels=labels,
                              batch_size=batch_size, drop_last=drop_last, device=device)

@@ -41,6 +41,9 @@ class SourceSplits:
     image: bool = False  # x is a uint8 image tensor (C, H, W); else a float tensor used as is
     mean: tuple[float, ...] | None = None  # per-channel normalisation statistics (images)
     std: tuple[float, ...] | None = None
+    # Every split's samples are already decoded in memory (arrays or tensors; no file read per sample),
+    # so the fast data path may gather whole splits once (kdrun.data.in_memory). False for image folders.
+    samples_in_memory: bool = True
     # The closed form of p*(y|x) as a function of a batch of inputs (n, *input_shape) -> (n, classes),
     # for sources that have one: oracle (Bayes) teachers call it on any input, not only stored samples.
     bayes_probs: Callable[[np.ndarray], np.ndarray] | None = None

@@ -240,7 +240,8 @@ def load_image_folder(cfg) -> SourceSplits:
         )
     pool, val = _carve(_split(train, train.targets), cfg, "image_folder")
     return SourceSplits(train=pool, val=val, test=_split(test, test.targets), num_classes=len(train.classes),
-                        input_shape=(3, size, size), image=True, mean=mean, std=std)
+                        input_shape=(3, size, size), image=True, mean=mean, std=std,
+                        samples_in_memory=False)  # decoded from image files one by one
 
 
 def _channel_stats(values, key: str) -> tuple[float, ...]:
