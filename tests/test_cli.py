@@ -19,6 +19,22 @@ def test_help_lists_groups_and_zoo_roles(tmp_path):
     # both roles list the whole zoo, one entry per configs/model/*.yaml
     zoo = ", ".join(sorted(p.stem for p in (config_dir() / "model").glob("*.yaml")))
     assert f"teacher: {zoo}" in result.stdout and f"student: {zoo}" in result.stdout
+    recipes = ", ".join(group_options("recipe"))
+    assert f"teacher_recipe: {recipes}" in result.stdout and f"student_recipe: {recipes}" in result.stdout
+    # the folders behind the roles are not groups of their own (`model=...` would be refused)
+    assert "\nmodel: " not in result.stdout and "\nrecipe: " not in result.stdout
+    assert "experiment/paper000: late_switch, late_switch_small" in result.stdout
+    assert "Outputs go to outputs/runs" in result.stdout  # the footer, resolved against the config
+    assert "\n  source: digits\n" in result.stdout  # the composed config
+
+
+def test_help_shows_the_config_an_override_composes_and_refuses_bad_ones(tmp_path):
+    result = kdrun_command(["data=cifar10", "--help", "loss.temperature=2"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "\n  source: cifar10\n" in result.stdout and "\n  temperature: 2\n" in result.stdout
+    bad = kdrun_command(["--help", "loss=nope"], cwd=tmp_path)
+    assert bad.returncode == 2 and "Could not find 'loss/nope'" in bad.stderr and "kd_hard" in bad.stderr
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_cfg_job_prints_the_composed_config_with_roles_swapped(tmp_path):

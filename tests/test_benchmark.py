@@ -1,0 +1,82 @@
+"""scripts/benchmark.py compares like with like: its hand-written loop does kdrun's work, its CIFAR
+files are read by kdrun's CIFAR-10 source, and the whole script runs (slow job)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+# Lightning's notes on the benchmark's bare Trainers (a frozen teacher in eval mode, no validation step)
+pytestmark = [pytest.mark.filterwarnings("ignore:.*in eval mode at the start of training"),
+              pytest.mark.filterwarnings("ignore:.*but have no `validation_step`"),
+              pytest.mark.filterwarnings("ignore:.*LeafSpec.*is deprecated")]
+
+
+def load_benchmark():
+    if "benchmark_script" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("benchmark_script", ROOT / "scripts" / "benchmark.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # its dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules["benchmark_script"]
+
+
+def weights(model) -> dict:
+    return {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+
+def test_hand_written_loop_trains_the_student_kdrun_trains(tmp_path):
+    """Same batches, loss and optimiser: one epoch by hand and one through kdrun end in the same weights."""
+    benchmark = load_benchmark()
+    setup = benchmark.Setup(tmp_path, epochs=1, overrides=["loss=kd"])
+    assert setup.fast_path  # digits: the in-memory batches, on both sides
+    setup.hand_loop()
+    by_hand = weights(setup.last_student)
+    setup.kdrun_fit(setup.kd_schedule)
+    through_kdrun = weights(setup.last_student)
+    setup.plain_lightning_fit()
+    plain = weights(setup.last_student)
+    for name, value in by_hand.items():
+        assert torch.allclose(value, through_kdrun[name], atol=1e-5), name
+        assert torch.allclose(value, plain[name], atol=1e-5), name
+    # and the cached teacher gives the online teacher's updates
+    from kdrun.teacher_cache import compute_logits
+
+    setup.kdrun_fit(setup.kd_schedule, compute_logits(setup.teacher, setup.splits, setup.device))
+    for name, value in weights(setup.last_student).items():
+        assert torch.allclose(value, by_hand[name], atol=1e-4), name
+
+
+def test_cifar_workload_files_read_as_cifar10(tmp_path):
+    benchmark = load_benchmark()
+    from kdrun.data.datamodule import DataSplits
+    from kdrun.data.in_memory import use_fast_path
+    from kdrun.seeds import resolve_seeds
+
+    workload = benchmark.workloads(tmp_path, quick=True)["cifar"]
+    cfg = benchmark.compose(workload.overrides, tmp_path)
+    splits = DataSplits.build(cfg.data, resolve_seeds(cfg.seed, cfg.seeds))
+    assert cfg.data.source == "cifar10" and splits.source.input_shape == (3, 32, 32)
+    assert len(splits.source.train) + len(splits.source.val) == 640 and len(splits.source.test) == 128
+    assert use_fast_path(cfg.data, splits)  # no augmentation: CIFAR batches in memory
+    assert cfg.teacher.model.name == "resnet56" and cfg.student.model.name == "resnet20"
+
+
+@pytest.mark.slow
+def test_benchmark_script_prints_every_ratio(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick", "--repeats", "1",
+                             "--workload", "digits"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for label in (r"\(a\) kdrun / hand-written loop", "plain LightningModule", r"\(b\) KD epoch",
+                  "written by hand", r"\(c\) 4 students", r"\(d\) kdrun --cfg job", "kdrun --help"):
+        line = next((line for line in result.stdout.splitlines() if re.search(label, line)), None)
+        assert line is not None, (label, result.stdout)
+        assert float(re.search(r"\s(\d+\.\d{3})\s", line).group(1)) > 0
+    assert "peak resident memory" in result.stdout
