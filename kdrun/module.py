@@ -140,6 +140,12 @@ class DistillationModule(L.LightningModule):
             numbers.update({f"schedule/{name}": weight for name, weight in weights.items()})
         self.step_metrics.record(step, self.current_epoch, tensors, numbers)
 
+    def local_epoch_loss(self) -> float | None:
+        """This process's mean training loss so far in the epoch, read without a collective sync
+        (for displays; the logged `train/loss_epoch` is reduced over every rank)."""
+        weight = float(self.train_loss_mean.weight)
+        return float(self.train_loss_mean.mean_value) / weight if weight > 0 else None
+
     def sync_point(self) -> None:
         """Where the host catches up with the device: buffered step metrics go to the loggers, then
         the non-finite-loss marker is checked (the logs then show the bad step too)."""

@@ -119,6 +119,11 @@ def test_epoch_log_line_shows_the_loss_and_validation(tmp_path, caplog, monkeypa
     lines = [record.getMessage() for record in caplog.records if record.getMessage().startswith("student epoch")]
     assert [line.split("  ")[0] for line in lines] == ["student epoch 1/2", "student epoch 2/2"]
     assert all("train/loss" in line and "val/acc" in line and "val/nll" in line for line in lines)
+    # the line's loss is the epoch's mean loss, as logged at the epoch's end
+    shown = [float(line.split("train/loss ")[1].split()[0]) for line in lines]
+    logged = [float(row["train/loss_epoch"]) for row in _csv_rows(tmp_path / "run", "student")
+              if row.get("train/loss_epoch")]
+    assert shown == pytest.approx(logged, abs=1e-4)
 
 
 def test_progress_bar_reads_the_device_loss_at_most_twice_a_second(monkeypatch):
@@ -147,7 +152,7 @@ def test_epoch_log_line_without_a_loss_yet(caplog):
     trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"val/acc": torch.tensor(0.5)},
                               current_epoch=0, max_epochs=3)
     with caplog.at_level(logging.INFO, logger="kdrun"):
-        EpochLogLine("teacher").on_validation_end(trainer, SimpleNamespace(latest_loss=None))
+        EpochLogLine("teacher").on_validation_end(trainer, SimpleNamespace(local_epoch_loss=lambda: None))
     assert caplog.records[-1].getMessage() == "teacher epoch 1/3  val/acc 0.5000"
 
 

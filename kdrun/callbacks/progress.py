@@ -57,8 +57,9 @@ class EpochLogLine(Callback):
         if trainer.sanity_checking:
             return
         shown = {}
-        if getattr(pl_module, "latest_loss", None) is not None:
-            shown["train/loss"] = float(pl_module.latest_loss)  # the epoch's last step
+        loss = pl_module.local_epoch_loss() if hasattr(pl_module, "local_epoch_loss") else None
+        if loss is not None:
+            shown["train/loss"] = loss  # the epoch's mean so far (this process's samples)
         shown.update({k: float(v) for k, v in trainer.callback_metrics.items() if k in ("val/acc", "val/nll")})
         log.info("%s epoch %d/%d  %s", self.stage, trainer.current_epoch + 1, trainer.max_epochs,
                  "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
