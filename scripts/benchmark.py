@@ -216,21 +216,22 @@ class Setup:
         self.teacher.to(self.device)
         optimizer = build_optimizer(self.cfg.student.optimizer, list(student.parameters()), where="student")
         batches = self.data().train_dataloader()
+        # on the device the batch indices live on, as kdrun's module holds its cached logits
+        cached_train = None if teacher_outputs is None else teacher_outputs["train"].to(self.device)
         started = time.perf_counter()
         step = 0
         for epoch in range(self.epochs):
             batches.sampler.set_epoch(epoch)
             for x, y, index in batches:
-                x, y = x.to(self.device), y.to(self.device)
+                x, y, index = x.to(self.device), y.to(self.device), index.to(self.device)
                 logits = student(x)
                 teacher_logits = None
-                if not schedule.teacher_needed_at(step):
-                    pass
-                elif teacher_outputs is not None:
-                    teacher_logits = teacher_outputs["train"][index]
-                else:
-                    with torch.inference_mode():
-                        teacher_logits = self.teacher(x).clone()
+                if schedule.teacher_needed_at(step):
+                    if cached_train is not None:
+                        teacher_logits = cached_train[index]
+                    else:
+                        with torch.inference_mode():
+                            teacher_logits = self.teacher(x).clone()
                 loss, _, _ = schedule(step, logits, teacher_logits, (x, y, index))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
