@@ -59,7 +59,11 @@ ROLE_GROUPS = {"model": ("teacher", "student"), "recipe": ("teacher_recipe", "st
 
 
 def main() -> float | None:
-    """The console script: fast help, or the Hydra application."""
+    """The console script: fast help, or the Hydra application.
+
+    Exit codes: 0 done; 2 invalid configuration (nothing trained; also a key or option Hydra cannot
+    compose); 1 a run that stopped for a stated reason (divergence, full disk) or crashed;
+    130 interrupted (Ctrl-C). Every run directory receives status.json saying which."""
     if any(flag in sys.argv[1:] for flag in HELP_FLAGS):
         from hydra.errors import HydraException
 
@@ -69,9 +73,45 @@ def main() -> float | None:
             print(f"kdrun: {error}", file=sys.stderr)
             raise SystemExit(2) from None
         return None
-    return hydra_main()
+    try:
+        return hydra_main()
+    except SystemExit as exit_:
+        # Hydra reports a config it cannot compose (a misspelled key, an unknown option) and exits 1
+        # from inside its `except`, so the composition error is the exit's context.
+        if exit_.code == 1 and not _TASK_STARTED and _is_composition_error(exit_.__context__):
+            _record_composition_error(exit_.__context__)
+            raise SystemExit(2) from None
+        raise
 
 
+_TASK_STARTED = False  # set once Hydra has composed the config and called the task function
+
+
+def _is_composition_error(error: BaseException | None) -> bool:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return isinstance(error, (HydraException, OmegaConfBaseException))
+
+
+def _record_composition_error(error: BaseException) -> None:
+    """status.json in the directory a single run would have written (a sweep has no job directory yet)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    arguments = sys.argv[1:]
+    if any(arg in ("-m", "--multirun") or arg.startswith("-") for arg in arguments):
+        return
+    where = [arg for arg in arguments if arg.lstrip("+").startswith(("hydra.run.dir=", "paths.", "hydra.job.name="))]
+    try:
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3", job_name="kdrun"):
+            cfg = compose(config_name="train", overrides=where, return_hydra_config=True)
+        run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir")))
+    except (HydraException, ValueError):
+        return  # the location settings themselves are what is wrong
+    from kdrun.sweep_callbacks import write_job_status
+
+    write_job_status(run_dir, error, status="invalid configuration")
 def config_groups() -> dict[str, list[str]]:
     """Every selectable group (nested ones as `experiment/paper000`) and its options, as on the command line."""
     groups = {}
@@ -103,13 +143,15 @@ def help_text(overrides: list[str]) -> str:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
+    global _TASK_STARTED
+    _TASK_STARTED = True
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     from kdrun.distributed import process_rank
-    from kdrun.errors import ConfigError
+    from kdrun.errors import ConfigError, RunError
     from kdrun.pipeline import run
-    from kdrun.sweep_callbacks import check_launcher_support, write_job_status
+    from kdrun.sweep_callbacks import check_launcher_support, describe_disk_full, write_job_status
 
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
@@ -119,14 +161,23 @@ def hydra_main(cfg: DictConfig) -> float | None:
         if process_rank() > 0:
             return None  # DDP: only rank 0 evaluates, writes outputs and answers the sweeper
         objective = sweeper_objective(cfg, metrics)
+    except KeyboardInterrupt as error:  # Ctrl-C: Lightning turns it into SystemExit(1) inside a fit
+        write_job_status(output_dir, error, status="interrupted")
+        print(f"kdrun: interrupted; {output_dir} keeps the last epoch checkpoint (run the same command to resume)",
+              file=sys.stderr)
+        raise SystemExit(130) from None
     except Exception as error:
+        error = describe_disk_full(error, output_dir)
         # recorded in the run directory, so a failed sweep job is explained where its results would be
         write_job_status(output_dir, error)
         if hydra_cfg.mode == RunMode.MULTIRUN:
-            raise  # Hydra records the failed job and carries on with the sweep
+            raise error  # Hydra records the failed job and carries on with the sweep
         if isinstance(error, ConfigError):
             print(f"kdrun: invalid configuration: {error}", file=sys.stderr)
             raise SystemExit(2) from None
+        if isinstance(error, RunError):
+            print(f"kdrun: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
         raise
     write_job_status(output_dir, objective=objective)
     return objective

@@ -27,14 +27,14 @@ AUTO_SWITCH = ("auto", "true", "false")
 
 
 def auto_switch(node, key: str, where: str) -> str:
-    """An `auto | true | false` option as one of those strings (YAML and the command line give booleans)."""
-    from kdrun.errors import ConfigError
+    """An `auto | true | false` option as one of those strings (YAML and the command line give booleans;
+    0 and 1 are not booleans here)."""
+    from kdrun.value_checks import check_choice
 
     value = node.get(key, "auto")
-    mode = {True: "true", False: "false"}.get(value, value)
-    if mode not in AUTO_SWITCH:
-        raise ConfigError(f"{where}.{key}={value!r}; allowed: {', '.join(AUTO_SWITCH)}")
-    return mode
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return check_choice(value, f"{where}.{key}", AUTO_SWITCH)
 
 
 def auto_switch_applies(node, key: str, where: str, obstacle, needs: str) -> bool:

@@ -15,9 +15,11 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from kdrun.errors import ConfigError
+from kdrun.value_checks import check_whole_number, fail, is_whole_number
 
 log = logging.getLogger("kdrun")
 
@@ -26,19 +28,32 @@ AGREEMENT_DIR = ".kdrun_ranks"
 AGREEMENT_TIMEOUT_S = 24 * 3600  # rank 0 may wait that long on another job's teacher lock
 
 
+DEVICES_ALLOWED = ("a whole number >= 1, -1 or auto (every GPU; one process on a CPU), a list of device ids "
+                   "such as [0, 1], or such a list as a string (\"0,1\")")
+
+
 def training_world_size(trainer_cfg) -> int:
-    """Processes that train together: devices per node x nodes, as Lightning will resolve them."""
+    """Processes that train together: devices per node x nodes, as Lightning will resolve them.
+    Checks `trainer.devices` and `trainer.num_nodes` (the first place that reads them)."""
     devices = trainer_cfg.get("devices", 1)
-    nodes = int(trainer_cfg.get("num_nodes", 1) or 1)
-    if isinstance(devices, bool):
-        raise ConfigError(f"trainer.devices={devices!r}; allowed: a number, a list of device ids, or auto")
-    if isinstance(devices, str) and devices not in ("auto", "-1"):
-        devices = [part for part in devices.split(",") if part.strip()] if "," in devices else int(devices)
-    if devices in ("auto", "-1", -1):  # every GPU there is; one process on a CPU
-        devices = _gpu_count() if _accelerator(trainer_cfg) != "cpu" else 1
-        devices = max(devices, 1)
-    per_node = len(devices) if not isinstance(devices, int) else devices
-    return per_node * nodes
+    nodes = check_whole_number(trainer_cfg.get("num_nodes", 1), "trainer.num_nodes", minimum=1, allow_none=True) or 1
+    if isinstance(devices, str) and devices.strip() not in ("auto", "-1"):
+        parts = [part.strip() for part in devices.split(",") if part.strip()]
+        if not parts or not all(part.isdigit() for part in parts):
+            fail("trainer.devices", devices, "is not a device count or list", DEVICES_ALLOWED)
+        # as Lightning reads them: "2" is a count, "0,1" (or "1,") lists device ids
+        devices = [int(part) for part in parts] if "," in devices else int(parts[0])
+    if isinstance(devices, str) or (is_whole_number(devices) and devices == -1):
+        return max(_gpu_count() if _accelerator(trainer_cfg) != "cpu" else 1, 1) * nodes
+    if is_whole_number(devices):
+        if devices < 1:
+            fail("trainer.devices", devices, "asks for no device", DEVICES_ALLOWED)
+        return int(devices) * nodes
+    if isinstance(devices, Mapping) or not isinstance(devices, Sequence) or not devices:
+        fail("trainer.devices", devices, "is not a device count or list", DEVICES_ALLOWED)
+    for index, device in enumerate(devices):
+        check_whole_number(device, f"trainer.devices[{index}]", minimum=0, meaning="a device id")
+    return len(devices) * nodes
 
 
 def _gpu_count() -> int:

@@ -15,10 +15,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from kdrun.errors import ConfigError
+from kdrun.atomic_files import atomic_path
 from kdrun.metrics import (BINARY_CONVENTIONS, classification_metrics, linear_cka, mse_to_bayes,
                            similarity_metrics)
 from kdrun.models import ZooModel
+from kdrun.value_checks import check_choice, check_keys, check_list, check_mapping, check_whole_number
 
 CKA_SPLIT = "test"  # representations are compared on held-out inputs only
 AUROC_AVERAGES = ("macro", "weighted")
@@ -37,23 +38,21 @@ class EvaluationOptions:
     @classmethod
     def from_config(cls, cfg: Mapping | None) -> "EvaluationOptions":
         """The options of an `evaluation:` block; ConfigError names a wrong key or value."""
-        options = {key: value for key, value in dict(cfg or {}).items() if value is not None}
-        unknown = set(options) - {field.name for field in fields(cls)}
-        if unknown:
-            raise ConfigError(f"evaluation.{sorted(unknown)[0]} is unknown; allowed: "
-                              f"{', '.join(field.name for field in fields(cls))}")
+        options = {key: value for key, value in dict(check_mapping(cfg, "evaluation", allow_none=True) or {}).items()
+                   if value is not None}
+        check_keys(options, "evaluation", [field.name for field in fields(cls)])
+        check_whole_number(options.get("ece_bins", 15), "evaluation.ece_bins", minimum=1,
+                           meaning="equal-width confidence bins of the ECE")
         if "precision_at_k" in options:
-            options["precision_at_k"] = tuple(int(k) for k in options["precision_at_k"])
-        chosen = cls(**options)
-        if chosen.ece_bins < 1 or chosen.cka_samples < 0 or any(k < 1 for k in chosen.precision_at_k):
-            raise ConfigError(f"evaluation: ece_bins={chosen.ece_bins}, cka_samples={chosen.cka_samples}, "
-                              f"precision_at_k={list(chosen.precision_at_k)}; allowed: ece_bins >= 1, "
-                              f"cka_samples >= 0, every k >= 1")
-        if chosen.auroc_average not in AUROC_AVERAGES:
-            raise ConfigError(f"evaluation.auroc_average={chosen.auroc_average!r}; allowed: {', '.join(AUROC_AVERAGES)}")
-        if chosen.mse_binary not in BINARY_CONVENTIONS:
-            raise ConfigError(f"evaluation.mse_binary={chosen.mse_binary!r}; allowed: {', '.join(BINARY_CONVENTIONS)}")
-        return chosen
+            ks = check_list(options["precision_at_k"], "evaluation.precision_at_k",
+                            meaning="precision@k and top{k}_acc for each k")
+            options["precision_at_k"] = tuple(check_whole_number(k, f"evaluation.precision_at_k[{index}]", minimum=1)
+                                              for index, k in enumerate(ks))
+        check_whole_number(options.get("cka_samples", 2000), "evaluation.cka_samples", minimum=0,
+                           meaning="test inputs for linear CKA; 0 turns it off")
+        check_choice(options.get("auroc_average", "macro"), "evaluation.auroc_average", AUROC_AVERAGES)
+        check_choice(options.get("mse_binary", "vector"), "evaluation.mse_binary", BINARY_CONVENTIONS)
+        return cls(**options)
 
     def classification(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         return classification_metrics(logits, labels, self.ece_bins, self.precision_at_k, self.auroc_average)
@@ -140,7 +139,8 @@ def evaluate(teacher: nn.Module, student: nn.Module, loaders: dict[str, DataLoad
             f"{split}_student_logits": student_out.logits.numpy(),
         })
         arrays.update({f"{split}_{name}": values for name, values in extra.items()})
-    np.savez_compressed(output_dir / "predictions.npz", **arrays)
+    with atomic_path(output_dir / "predictions.npz") as staging, open(staging, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
     return metrics
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import netrc
 import os
 from pathlib import Path
 
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import OmegaConf
 
+from kdrun.atomic_files import atomic_path
 from kdrun.errors import ConfigError
 
 
@@ -30,15 +35,16 @@ def wandb_mode(cfg_logger) -> str:
     return "online" if wandb_api_key_configured() else "offline"
 
 
-def build_logger(cfg, stage: str, output_dir: Path, group: str):
-    """A Lightning logger for `stage` ("teacher" or "student"), or False for none."""
+def build_logger(cfg, stage: str, output_dir: Path, group: str, epochs_done: int = 0):
+    """A Lightning logger for `stage` ("teacher" or "student"), or False for none.
+
+    `epochs_done` > 0 when the stage resumes from a checkpoint: the CSV log keeps the rows of
+    those epochs (and drops any of a later, unfinished epoch, which the resumed run repeats)."""
     name = cfg.logger.name
     if name == "none":
         return False
     if name == "csv":
-        from lightning.pytorch.loggers import CSVLogger
-
-        return CSVLogger(save_dir=str(output_dir), name="logs", version=stage)
+        return _csv_logger(output_dir, stage, epochs_done)
     if name == "wandb":
         from lightning.pytorch.loggers import WandbLogger
 
@@ -82,3 +88,60 @@ def close_logger(logger, summary: dict | None = None) -> None:
         if summary:  # the CSV logger needs none: metrics.json holds the summary
             logger.experiment.summary.update(summary)
         wandb.finish()
+
+
+def _csv_logger(output_dir: Path, stage: str, epochs_done: int) -> CSVLogger:
+    if not epochs_done:
+        return CSVLogger(save_dir=str(output_dir), name="logs", version=stage)
+    return ResumableCSVLogger(epochs_done, save_dir=str(output_dir), name="logs", version=stage)
+
+
+class ResumedHistoryWriter(ExperimentWriter):
+    """Lightning's writer deletes an existing metrics.csv; a resumed stage keeps its finished epochs."""
+
+    def __init__(self, log_dir: str, epochs_done: int):
+        self.epochs_done = epochs_done  # read by _check_log_dir_exists, which the base __init__ calls
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        kept = keep_finished_epochs(Path(self.metrics_file_path), self.epochs_done)
+        if kept is None:
+            super()._check_log_dir_exists()
+        else:
+            self.metrics_keys = kept  # later rows append under this header (rewritten if keys are added)
+
+
+class ResumableCSVLogger(CSVLogger):
+    def __init__(self, epochs_done: int, **options):
+        super().__init__(**options)
+        self.epochs_done = epochs_done
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ResumedHistoryWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = ResumedHistoryWriter(self.log_dir, self.epochs_done)
+        return self._experiment
+
+
+def keep_finished_epochs(metrics_file: Path, epochs_done: int) -> list[str] | None:
+    """Rewrite a stage's metrics.csv with only the rows of epochs < `epochs_done`; its header, or None
+    when there is no file to keep."""
+    if not metrics_file.is_file():
+        return None
+    with open(metrics_file, newline="") as handle:
+        reader = csv.DictReader(handle)
+        header, rows = sorted(reader.fieldnames or []), list(reader)  # Lightning's writer keeps keys sorted
+    kept = [row for row in rows if _epoch_of(row) is None or _epoch_of(row) < epochs_done]
+    with atomic_path(metrics_file) as staging:
+        with open(staging, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=header)
+            writer.writeheader()
+            writer.writerows(kept)
+    return header
+
+
+def _epoch_of(row: dict) -> int | None:
+    value = row.get("epoch")
+    return None if value in (None, "") else int(float(value))

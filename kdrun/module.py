@@ -15,6 +15,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from kdrun.divergence import DivergenceGuard, DivergenceSettings, overflowed
+from kdrun.errors import TrainingDiverged
 from kdrun.optim import StepPlan, build_lr_scheduler, build_optimizer
 from kdrun.resume import RunningDigest, restore_rng_states, rng_states
 from kdrun.schedule import LossSchedule
@@ -34,7 +36,7 @@ class DistillationModule(L.LightningModule):
     def __init__(self, student: nn.Module, teacher: nn.Module | None, schedule: LossSchedule,
                  optimizer_cfg, num_classes: int, stage: str, input_shape=None, lr_schedule=None,
                  lr_plan: StepPlan | None = None, teacher_outputs: dict[str, torch.Tensor] | None = None,
-                 sync_every: int = 50):
+                 sync_every: int = 50, divergence: DivergenceSettings | None = None, owner: dict | None = None):
         super().__init__()
         self.student, self.schedule, self.optimizer_cfg, self.stage = student, schedule, optimizer_cfg, stage
         self.lr_schedule, self.lr_plan = lr_schedule, lr_plan
@@ -48,12 +50,14 @@ class DistillationModule(L.LightningModule):
         self.cached_splits = sorted(teacher_outputs or {})
         for split, logits in (teacher_outputs or {}).items():
             self.register_buffer(f"teacher_{split}_logits", logits, persistent=False)
-        # The hot path never waits for the device: a non-finite loss is recorded on the device (first
-        # bad step) and the step metrics are buffered there (kdrun.step_metrics). Both reach the host
-        # at sync points, every `sync_every` steps and at epoch ends: a Python `if` on the loss or a
-        # per-step `self.log` would synchronise every step.
+        # The hot path never waits for the device: a diverging loss is recorded on the device (first
+        # bad step, kdrun.divergence) and the step metrics are buffered there (kdrun.step_metrics). Both
+        # reach the host at sync points, every `sync_every` steps and at epoch ends: a Python `if` on
+        # the loss or a per-step `self.log` would synchronise every step.
         self.sync_every = max(1, int(sync_every))
-        self.register_buffer("first_bad_step", torch.tensor(-1, dtype=torch.long), persistent=False)
+        self.divergence = DivergenceGuard(stage, divergence or DivergenceSettings(), self.sync_every)
+        # What this stage's checkpoints belong to (kdrun.resume): a resumed run must match it.
+        self.owner = owner
         self.step_metrics = StepMetricBuffer()
         self.latest_loss: torch.Tensor | None = None  # for progress displays, read at their own pace
         self._epoch_indices: list[torch.Tensor] = []
@@ -89,7 +93,7 @@ class DistillationModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # saved at epoch ends (kdrun.resume): what a resumed run needs to continue bit for bit
         checkpoint["kdrun"] = {"rng": rng_states(), "batch_order": self.batch_order.state,
-                               "init_checksum": self.init_checksum}
+                               "init_checksum": self.init_checksum, "belongs_to": self.owner}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("kdrun")
@@ -118,8 +122,7 @@ class DistillationModule(L.LightningModule):
         if self.teacher is not None and self.schedule.teacher_needed_at(step):
             teacher_logits = self.teacher_logits(x, index)
         loss, parts, weights = self.schedule(step, logits, teacher_logits, batch)
-        bad_now = ~torch.isfinite(loss.detach()) & (self.first_bad_step < 0)
-        self.first_bad_step.copy_(torch.where(bad_now, step, self.first_bad_step))
+        self.divergence.observe(step, loss, self.schedule.pure_phase(step))
         self.latest_loss = loss.detach()
         self.train_loss_mean.update(self.latest_loss, len(y))  # reduced across ranks at epoch end
         if self.loggers:
@@ -148,16 +151,33 @@ class DistillationModule(L.LightningModule):
 
     def sync_point(self) -> None:
         """Where the host catches up with the device: buffered step metrics go to the loggers, then
-        the non-finite-loss marker is checked (the logs then show the bad step too)."""
+        the divergence record is checked (the logs then show the bad step too)."""
         self.step_metrics.flush(self.loggers)
-        self.raise_if_loss_was_not_finite()
+        self.divergence.check()
+
+    def optimizer_step(self, *args, **kwargs):
+        try:
+            super().optimizer_step(*args, **kwargs)
+        except RuntimeError as error:
+            if not overflowed(error):
+                raise
+            raise TrainingDiverged(
+                self.stage, self.global_step, "overflow", f"the optimiser's update overflowed ({error})",
+                f"Lower {self.stage}.optimizer.lr (it is {self.optimizer_cfg.get('lr')})") from error
 
     def on_validation_start(self):
         self.step_metrics.flush(self.loggers)  # the epoch's step rows before its validation rows
 
     def on_train_epoch_end(self):
+        # The epoch's row goes out with its steps, before the epoch checkpoint (Lightning would write a
+        # `self.log` value after it), so a run killed after the checkpoint has it and a resumed run
+        # does not repeat it.
+        epoch_loss = self.train_loss_mean.compute()  # reduced across ranks
+        self.train_loss_mean.reset()
+        if self.loggers:
+            self.step_metrics.record(max(self.global_step - 1, 0), self.current_epoch,
+                                     {"train/loss_epoch": epoch_loss}, {})
         self.sync_point()
-        self.log("train/loss_epoch", self.train_loss_mean)  # torchmetrics reduces it across ranks
         self._hash_batch_order()
 
     def on_train_end(self):
@@ -181,14 +201,6 @@ class DistillationModule(L.LightningModule):
         blocks = torch.split(gathered, [len(batch) for batch in local_batches], dim=1)
         return [block.t().reshape(-1) for block in blocks]
 
-    def raise_if_loss_was_not_finite(self) -> None:
-        bad_step = int(self.first_bad_step)  # a host sync: called at sync points only
-        if bad_step >= 0:
-            raise FloatingPointError(
-                f"{self.stage} loss became non-finite at step {bad_step} (epoch {self.current_epoch} or before; "
-                f"checked every {self.sync_every} steps). Lower the learning rate or check the inputs."
-            )
-
     def validation_step(self, batch, batch_idx):
         x, y, index = batch
         logits = self.student(x)
@@ -209,14 +221,13 @@ class DistillationModule(L.LightningModule):
         # Before Lightning wraps the module in DDP: DDP averages only the student's gradients and
         # broadcasts only its buffers. The frozen teacher and its cached logits are identical on every
         # rank and never change (inference tensors, which DDP's buffer broadcast cannot even take);
-        # the non-finite-loss marker is each rank's own.
+        # the divergence record is each rank's own.
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, self.rank_local_names())
 
     def rank_local_names(self) -> list[str]:
-        """Parameters and buffers that DDP leaves alone: the teacher's, the cached logits, the NaN marker."""
+        """Parameters and buffers that DDP leaves alone: the teacher's, the cached logits, the divergence record."""
         names = [name for name, _ in [*self.named_parameters(), *self.named_buffers()]]
-        return [name for name in names
-                if name.startswith(("teacher.", "teacher_")) or name == "first_bad_step"]
+        return [name for name in names if name.startswith(("teacher.", "teacher_", "divergence."))]
 
     def teardown(self, stage: str):
         for matcher in self.feature_matchers:

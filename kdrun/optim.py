@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from kdrun.errors import ConfigError
+from kdrun.value_checks import (check_choice, check_flag, check_fraction, check_keys, check_list, check_mapping,
+                                check_number, check_whole_number)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 # The keys of a recipe file (configs/recipe/*.yaml): all of them determine a trained teacher.
@@ -39,24 +41,43 @@ class Budget:
     max_steps: int  # -1 when the budget is in epochs
 
 
+def check_budget_config(stage_cfg, stage: str) -> None:
+    """A stage's budget keys, from the config alone: epochs or max_steps, batch_size, drop_last."""
+    max_steps = stage_cfg.get("max_steps")
+    check_whole_number(max_steps, f"{stage}.max_steps", minimum=1, allow_none=True, meaning="null: use epochs")
+    if max_steps is None:
+        check_whole_number(stage_cfg.get("epochs"), f"{stage}.epochs", minimum=1,
+                           meaning=f"or set {stage}.max_steps")
+    check_whole_number(stage_cfg.get("batch_size"), f"{stage}.batch_size", minimum=1, allow_none=True,
+                       meaning="null: data.batch_size")
+    check_flag(stage_cfg.get("drop_last", False), f"{stage}.drop_last",
+               meaning="drop the last, partial batch of every epoch")
+
+
+def check_recipe(stage_cfg, stage: str) -> None:
+    """Everything of a stage's recipe that the config alone decides (its steps need the data: plan_steps)."""
+    check_budget_config(stage_cfg, stage)
+    check_gradient_clip(stage_cfg.get("gradient_clip_val"), f"{stage}.gradient_clip_val")
+    check_optimizer_config(stage_cfg.get("optimizer"), stage)
+    check_lr_schedule_config(stage_cfg.get("lr_schedule"), stage)
+
+
+def check_gradient_clip(value, key: str):
+    return check_number(value, key, low=0, low_inclusive=False, allow_none=True,
+                        meaning="the gradient norm is clipped to it; null: no clipping")
+
+
 def stage_budget(stage_cfg, splits, stage: str) -> Budget:
     """The budget of `stage` ("teacher" or "student") from its recipe, checked before any training."""
+    check_budget_config(stage_cfg, stage)
     batch_size = stage_cfg.get("batch_size")
     batch_size = splits.batch_size if batch_size is None else batch_size
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"{stage}.batch_size={batch_size!r} must be a whole number >= 1 (or null: data.batch_size)")
     drop_last = stage_cfg.get("drop_last", False)
-    if not isinstance(drop_last, bool):
-        raise ConfigError(f"{stage}.drop_last={drop_last!r} must be true or false")
     steps_per_epoch = splits.steps_per_epoch(stage, batch_size, drop_last)
     max_steps = stage_cfg.get("max_steps")
     if max_steps is not None:
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-            raise ConfigError(f"{stage}.max_steps={max_steps!r} must be a whole number >= 1 (or null: use epochs)")
         return Budget(batch_size, drop_last, steps_per_epoch, max_steps, -1, max_steps)
     epochs = stage_cfg.get("epochs")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError(f"{stage}.epochs={epochs!r} must be a whole number >= 1 (or set {stage}.max_steps)")
     return Budget(batch_size, drop_last, steps_per_epoch, epochs * steps_per_epoch, epochs, -1)
 
 
@@ -69,30 +90,44 @@ class StepPlan:
     milestone_steps: tuple[int, ...]
 
 
+LR_SCHEDULE_KEYS = ("name", "warmup_epochs", "warmup_steps", "milestones", "gamma", "final_lr_factor")
+
+
+def check_lr_schedule_config(schedule_cfg, where: str) -> None:
+    """A stage's `lr_schedule` from the config alone (plan_steps then places it in steps)."""
+    key = f"{where}.lr_schedule"
+    schedule_cfg = check_mapping(schedule_cfg, key)
+    check_keys(schedule_cfg, key, LR_SCHEDULE_KEYS)
+    check_choice(schedule_cfg.get("name", "constant"), f"{key}.name", LR_SCHEDULES)
+    check_number(schedule_cfg.get("warmup_epochs", 0), f"{key}.warmup_epochs", low=0, allow_none=True,
+                 meaning="linear warm-up, in epochs")
+    check_whole_number(schedule_cfg.get("warmup_steps"), f"{key}.warmup_steps", minimum=0, allow_none=True,
+                       meaning="linear warm-up, in steps; null: use warmup_epochs")
+    milestones = check_list(schedule_cfg.get("milestones"), f"{key}.milestones", allow_none=True,
+                            meaning="epochs at which the rate is multiplied by gamma") or []
+    for index, epoch in enumerate(milestones):
+        check_number(epoch, f"{key}.milestones[{index}]", low=0, low_inclusive=False, meaning="an epoch")
+    if milestones != sorted(milestones):
+        raise ConfigError(f"{key}.milestones={milestones} must increase; allowed: epochs in increasing order")
+    check_number(schedule_cfg.get("gamma", 0.1), f"{key}.gamma", low=0, low_inclusive=False,
+                 meaning="the factor applied at each milestone")
+    check_fraction(schedule_cfg.get("final_lr_factor", 0.0), f"{key}.final_lr_factor", allow_none=True,
+                   meaning="the last rate as a fraction of the peak")
+
+
 def plan_steps(schedule_cfg, steps_per_epoch: int, total_steps: int, where: str) -> StepPlan:
     """Convert a schedule's epoch (or step) landmarks to steps, checking them against the budget."""
+    check_lr_schedule_config(schedule_cfg, where)
     name = schedule_cfg.get("name", "constant")
-    if name not in LR_SCHEDULES:
-        raise ConfigError(f"{where}.lr_schedule.name={name!r}; allowed: {', '.join(LR_SCHEDULES)}")
     warmup_steps = schedule_cfg.get("warmup_steps")
     if warmup_steps is None:
-        warmup_epochs = schedule_cfg.get("warmup_epochs", 0) or 0
-        if not isinstance(warmup_epochs, (int, float)) or isinstance(warmup_epochs, bool) or warmup_epochs < 0:
-            raise ConfigError(f"{where}.lr_schedule.warmup_epochs={warmup_epochs!r} must be a number >= 0")
-        warmup_steps = round(warmup_epochs * steps_per_epoch)
-    elif isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-        raise ConfigError(f"{where}.lr_schedule.warmup_steps={warmup_steps!r} must be a whole number >= 0")
+        warmup_steps = round((schedule_cfg.get("warmup_epochs", 0) or 0) * steps_per_epoch)
     if warmup_steps > total_steps:
         raise ConfigError(f"{where}.lr_schedule: warm-up of {warmup_steps} steps is longer than the training run "
                           f"({total_steps} steps); allowed: at most {total_steps}")
     milestones = []
     if name == "step":
-        for epoch in schedule_cfg.get("milestones") or []:
-            if isinstance(epoch, bool) or not isinstance(epoch, (int, float)) or epoch <= 0:
-                raise ConfigError(f"{where}.lr_schedule.milestones: {epoch!r} must be an epoch > 0")
-            milestones.append(round(epoch * steps_per_epoch))
-        if milestones != sorted(milestones):
-            raise ConfigError(f"{where}.lr_schedule.milestones={list(schedule_cfg.milestones)} must increase")
+        milestones = [round(epoch * steps_per_epoch) for epoch in schedule_cfg.get("milestones") or []]
     return StepPlan(total_steps, warmup_steps, tuple(milestones))
 
 
@@ -124,24 +159,41 @@ def parameter_groups(model_parameters, decay_norm_and_bias: bool, weight_decay: 
             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
 
 
+OPTIMIZER_KEYS = ("name", "lr", "weight_decay", "decay_norm_and_bias", "momentum", "nesterov", "betas")
+
+
+def check_optimizer_config(cfg, where: str) -> None:
+    """A stage's `optimizer` block, checked before anything trains (build_optimizer checks it again)."""
+    key = f"{where}.optimizer"
+    cfg = check_mapping(cfg, key)
+    check_keys(cfg, key, OPTIMIZER_KEYS)
+    check_choice(cfg.get("name"), f"{key}.name", OPTIMIZERS)
+    check_number(cfg.get("lr"), f"{key}.lr", low=0, low_inclusive=False, meaning="the peak learning rate")
+    check_number(cfg.get("weight_decay", 0.0), f"{key}.weight_decay", low=0, allow_none=True)
+    check_flag(cfg.get("decay_norm_and_bias", True), f"{key}.decay_norm_and_bias",
+               meaning="false keeps normalisation weights and biases out of weight decay")
+    momentum = check_number(cfg.get("momentum", 0.0), f"{key}.momentum", 0, 1, high_inclusive=False,
+                            allow_none=True, meaning="sgd") or 0.0
+    nesterov = check_flag(cfg.get("nesterov", False), f"{key}.nesterov", meaning="sgd")
+    betas = check_list(cfg.get("betas"), f"{key}.betas", length=2, allow_none=True, meaning="adam, adamw") or []
+    for index, beta in enumerate(betas):
+        check_number(beta, f"{key}.betas[{index}]", 0, 1, high_inclusive=False, meaning="adam, adamw")
+    if cfg.get("name") == "sgd" and nesterov and momentum <= 0:
+        raise ConfigError(f"{key}.nesterov=true needs momentum > 0 (got {momentum}); allowed: "
+                          f"{key}.momentum > 0 or nesterov=false")
+
+
 def build_optimizer(cfg, parameters, where: str) -> torch.optim.Optimizer:
+    check_optimizer_config(cfg, where)
     name = cfg.get("name")
     weight_decay = float(cfg.get("weight_decay", 0.0) or 0.0)
-    if cfg.get("lr") is None or float(cfg.lr) <= 0:
-        raise ConfigError(f"{where}.optimizer.lr={cfg.get('lr')!r} must be > 0")
-    if weight_decay < 0:
-        raise ConfigError(f"{where}.optimizer.weight_decay={weight_decay} must be >= 0")
-    groups = parameter_groups(parameters, bool(cfg.get("decay_norm_and_bias", True)), weight_decay)
+    groups = parameter_groups(parameters, cfg.get("decay_norm_and_bias", True), weight_decay)
     if name == "sgd":
-        momentum, nesterov = float(cfg.get("momentum", 0.0) or 0.0), bool(cfg.get("nesterov", False))
-        if nesterov and momentum <= 0:
-            raise ConfigError(f"{where}.optimizer.nesterov=true needs momentum > 0 (got {momentum})")
+        momentum, nesterov = float(cfg.get("momentum", 0.0) or 0.0), cfg.get("nesterov", False)
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=momentum, nesterov=nesterov)
-    if name in ("adam", "adamw"):
-        betas = tuple(cfg.get("betas") or (0.9, 0.999))
-        optimizer = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-        return optimizer(groups, lr=cfg.lr, betas=betas)
-    raise ConfigError(f"{where}.optimizer.name={name!r} is unknown; allowed: {', '.join(OPTIMIZERS)}")
+    betas = tuple(cfg.get("betas") or (0.9, 0.999))
+    optimizer = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    return optimizer(groups, lr=cfg.lr, betas=betas)
 
 
 def build_lr_scheduler(optimizer: torch.optim.Optimizer, schedule_cfg, plan: StepPlan):

@@ -24,6 +24,8 @@ from torch import nn
 from kdrun.errors import ConfigError
 from kdrun.losses.functional.oracle import (NOISE_SCALES, PSI_FORMS, calibration_distorted_probs,
                                             noisy_biased_probs)
+from kdrun.value_checks import (check_choice, check_fraction, check_keys, check_mapping, check_number,
+                                check_seed, fail)
 
 ORACLES = ("bayes", "noisy_biased", "calibration_distorted")
 
@@ -59,31 +61,41 @@ class OracleTeacher(nn.Module):
         return torch.stack(rows)
 
 
+ORACLE_OPTIONS = {"bias": 0.0, "sigma": 0.0, "noise_scale": "sigma_squared", "distortion": 1.0,
+                  "psi_form": "corrected", "seed": 0}
+
+
+def check_oracle_config(teacher_cfg) -> dict:
+    """`teacher.oracle` and `teacher.oracle_options` (defaults filled in), from the config alone.
+
+    The options are checked even without an oracle: they are one block with documented defaults, and
+    a bad value there is a mistake whether or not this run reads it."""
+    where = "teacher.oracle_options"
+    check_choice(teacher_cfg.get("oracle"), "teacher.oracle", (None, *ORACLES),
+                 meaning="null: a trained or imported network")
+    options = check_mapping(teacher_cfg.get("oracle_options"), where, allow_none=True) or {}
+    check_keys(options, where, tuple(ORACLE_OPTIONS))
+    options = {**ORACLE_OPTIONS, **options}
+    check_fraction(options["bias"], f"{where}.bias", meaning="eq. 16's alpha: the weight of the uniform part")
+    check_number(options["sigma"], f"{where}.sigma", low=0, meaning="eq. 16's noise scale")
+    check_choice(options["noise_scale"], f"{where}.noise_scale", NOISE_SCALES)
+    check_number(options["distortion"], f"{where}.distortion", low=1,
+                 meaning="Psi_alpha keeps the accuracy only for alpha >= 1; 1 = no distortion")
+    check_choice(options["psi_form"], f"{where}.psi_form", PSI_FORMS)
+    check_seed(options["seed"], f"{where}.seed", meaning="the noise draw")
+    return options
+
+
 def build_oracle_teacher(cfg, source) -> OracleTeacher:
     """The oracle teacher `cfg.teacher.oracle` for `source`, with its options checked."""
+    options = check_oracle_config(cfg.teacher)
     kind = cfg.teacher.oracle
-    if kind not in ORACLES:
-        raise ConfigError(f"teacher.oracle={kind!r}; allowed: null (a trained network), {', '.join(ORACLES)}")
+    if kind is None:
+        fail("teacher.oracle", kind, "names no oracle", ", ".join(ORACLES))
     if source.bayes_probs is None:
         raise ConfigError(
             f"teacher.oracle={kind} needs the exact p*(y|x), which data.source={cfg.data.source!r} does not know; "
             f"allowed sources: gaussian_binary, linf_slab_2d, gaussian_mixture"
         )
-    options = cfg.teacher.get("oracle_options") or {}
-    bias, sigma = float(options.get("bias", 0.0)), float(options.get("sigma", 0.0))
-    distortion = float(options.get("distortion", 1.0))
-    noise_scale, psi_form = options.get("noise_scale", "sigma_squared"), options.get("psi_form", "corrected")
-    where = "teacher.oracle_options"
-    if not 0.0 <= bias <= 1.0:
-        raise ConfigError(f"{where}.bias={bias} is outside [0, 1] (eq. 16's alpha: the weight of the uniform part)")
-    if sigma < 0:
-        raise ConfigError(f"{where}.sigma={sigma} must be >= 0 (eq. 16's noise scale)")
-    if noise_scale not in NOISE_SCALES:
-        raise ConfigError(f"{where}.noise_scale={noise_scale!r}; allowed: {', '.join(NOISE_SCALES)}")
-    if distortion < 1:
-        raise ConfigError(f"{where}.distortion={distortion} must be >= 1 (Psi_alpha keeps the accuracy only for "
-                          f"alpha >= 1; 1 = no distortion)")
-    if psi_form not in PSI_FORMS:
-        raise ConfigError(f"{where}.psi_form={psi_form!r}; allowed: {', '.join(PSI_FORMS)}")
-    return OracleTeacher(source.bayes_probs, kind, bias, sigma, noise_scale, distortion, psi_form,
-                         int(options.get("seed", 0)))
+    return OracleTeacher(source.bayes_probs, kind, float(options["bias"]), float(options["sigma"]),
+                         options["noise_scale"], float(options["distortion"]), options["psi_form"], options["seed"])

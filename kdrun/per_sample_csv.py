@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from kdrun.atomic_files import atomic_path
 from kdrun.metrics.per_sample import per_sample_table
 
 
@@ -16,5 +17,6 @@ def write_per_sample_csv(output_dir: Path, splits=("train", "test")) -> Path:
     with np.load(output_dir / "predictions.npz") as predictions:
         table = per_sample_table(predictions, splits)
     path = output_dir / "per_sample.csv"
-    pd.DataFrame(table).to_csv(path, index=False)
+    with atomic_path(path) as staging:
+        pd.DataFrame(table).to_csv(staging, index=False)
     return path

@@ -132,6 +132,13 @@ class LossSchedule:
         ramps = [1.0] + [_ramp(step, start, window) for start, window in self.switches] + [0.0]
         return [ramps[i] - ramps[i + 1] for i in range(len(self.losses))]
 
+    def pure_phase(self, step: int) -> int | None:
+        """The phase that alone is active at `step`, or None inside a blend window."""
+        for index, weight in enumerate(self.weights(step)):
+            if weight == 1.0:
+                return index
+        return None
+
     def teacher_needed_at(self, step: int) -> bool:
         return any(w > 0 and loss.needs_teacher for w, loss in zip(self.weights(step), self.losses))
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kdrun.value_checks import check_keys, check_mapping, check_seed
+
 # Stable stream identifiers: changing them would change every derived seed.
 _STREAMS = {"init": 1, "data_order": 2, "subset": 3}
 
@@ -31,10 +33,14 @@ class Seeds:
 
 
 def resolve_seeds(master: int, overrides) -> Seeds:
-    """`overrides` maps stream name to an explicit seed or None (derive it)."""
+    """`overrides` maps stream name to an explicit seed or None (derive it). Checks `seed` and `seeds.*`."""
+    check_seed(master, "seed", meaning="the master seed")
+    overrides = check_mapping(overrides, "seeds", allow_none=True) or {}
+    check_keys(overrides, "seeds", tuple(_STREAMS))
     chosen = {}
     for stream in _STREAMS:
-        value = overrides.get(stream) if overrides is not None else None
+        value = check_seed(overrides.get(stream), f"seeds.{stream}", allow_none=True,
+                           meaning="null derives it from seed")
         # `is None`, not truthiness: an explicit seed 0 must be honoured.
-        chosen[stream] = derive_seed(master, stream) if value is None else int(value)
+        chosen[stream] = derive_seed(master, stream) if value is None else value
     return Seeds(master=int(master), **chosen)

@@ -1,7 +1,8 @@
 """Failure isolation and launcher safety for sweeps (`kdrun -m ...`).
 
 * `write_job_status` (called by kdrun/cli.py around `run`) leaves `status.json` in every run
-  directory: completed with the objective, or failed with the error and its traceback.
+  directory: completed with the objective; failed, interrupted or invalid configuration with the
+  error and its traceback.
 * `SweepRecorder`, a Hydra callback (configs/train.yaml `hydra.callbacks`), appends one line per
   job to `<sweep dir>/sweep_summary.jsonl` (job number, overrides, status, error, run directory).
   Jobs of a parallel launcher finish at the same time, so lines are appended under a file lock.
@@ -29,7 +30,8 @@ from filelock import FileLock
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from kdrun.errors import ConfigError
+from kdrun.atomic_files import DISK_FULL_ERRNOS, write_json
+from kdrun.errors import ConfigError, DiskFull
 
 STATUS_FILE = "status.json"
 SUMMARY_FILE = "sweep_summary.jsonl"
@@ -51,21 +53,35 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def write_job_status(output_dir: Path, error: BaseException | None = None, objective: float | None = None) -> None:
-    """Record how this run ended in `<output_dir>/status.json`."""
+def write_job_status(output_dir: Path, error: BaseException | None = None, objective: float | None = None,
+                     status: str | None = None) -> None:
+    """Record how this run ended in `<output_dir>/status.json`: completed, failed, interrupted, or
+    invalid configuration (a config Hydra could not compose)."""
     if not is_rank_zero():
         return
-    status: dict[str, Any] = {"status": "failed" if error else "completed",
+    record: dict[str, Any] = {"status": status or ("failed" if error else "completed"),
                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if error is None:
-        status["objective"] = objective
+        record["objective"] = objective
     else:
-        status["error"] = describe_error(error)
-        status["traceback"] = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    staging = output_dir / f".{STATUS_FILE}.tmp"
-    staging.write_text(json.dumps(status, indent=2, default=str))
-    os.replace(staging, output_dir / STATUS_FILE)  # never a half-written file for readers
+        record["error"] = describe_error(error)
+        record["traceback"] = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    try:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        write_json(Path(output_dir) / STATUS_FILE, record)  # never a half-written file for readers
+    except OSError as write_error:  # e.g. the disk that stopped the run is still full
+        print(f"kdrun: could not write {Path(output_dir) / STATUS_FILE} ({write_error}); the run {record['status']}: "
+              f"{record.get('error', '')}", file=sys.stderr)
+
+
+def describe_disk_full(error: BaseException, output_dir: Path) -> BaseException:
+    """A write that failed for lack of space anywhere in the run, as DiskFull naming the directory."""
+    if isinstance(error, DiskFull) or not (isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS):
+        return error
+    where = Path(error.filename).parent if getattr(error, "filename", None) else Path(output_dir)
+    full = DiskFull(where)
+    full.__cause__ = error
+    return full
 
 
 def read_summary(sweep_dir: Path | str, start: int = 0) -> list[dict]:

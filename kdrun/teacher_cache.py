@@ -9,7 +9,11 @@ and every student looks them up (`cache["train"][index]`) instead of running the
   under the entry's lock), so a sweep of students over one teacher computes them once. The
   entry key already covers the data config (normalisation, augmentation, splits); the file also
   records the split sizes, the teacher weights' SHA-256 and a fingerprint of the first inputs of
-  each split, and is recomputed if any of them no longer matches.
+  each split, and is recomputed if any of them no longer matches. It records the SHA-256 of its
+  own logits too, checked on every read: a file whose values were changed (even in place, at
+  the same size) or that does not load is moved to the store's `.corrupt/` and recomputed, like
+  a corrupt weights file. A read-only store without the file serves the teacher, and its logits
+  are computed for the run alone.
 - Imported (`teacher.checkpoint`) and oracle teachers: the logits are computed per run, in
   memory (a checkpoint may change under the same path; oracles are cheap to recompute). One
   pass over the pool costs about one online epoch, so this pays from the second epoch on.
@@ -25,24 +29,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 from torch import nn
 
+from kdrun.atomic_files import torch_save
 from kdrun.config_tree import auto_switch_applies
 from kdrun.data.transforms import augments
 from kdrun.distributed import process_rank
-from kdrun.errors import ConfigError
+from kdrun.teachers import StoreNotWritable, TeacherStore, not_writable
 
 log = logging.getLogger("kdrun")
 
 CACHE_FILE = "teacher_logits.pt"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: the file records the SHA-256 of its logits
 CACHE_DTYPE = torch.float32
 CACHED_SPLITS = ("train", "val", "test")
 FINGERPRINT_SAMPLES = 16
@@ -85,21 +87,38 @@ def teacher_outputs(cfg, splits, teacher, schedule) -> TeacherOutputs | None:
     if teacher.key is None:  # imported or oracle teacher: not in the store
         return TeacherOutputs(compute_logits(teacher.model, splits, _compute_device(cfg)), "run", True)
     entry = Path(teacher.path)
-    expected = _cache_identity(splits, teacher)
-    cached = _read(entry / CACHE_FILE, expected)
+    path, expected = entry / CACHE_FILE, _cache_identity(splits, teacher)
+    cached, _ = _read(path, expected, quiet=True)  # what is wrong with it is said once, under the lock
     if cached is not None:
         return TeacherOutputs(cached, "store", False)
     if process_rank() > 0:
         # DDP: rank 0 alone writes store entries; the logits are a pure function of the teacher,
         # so another rank computes its own copy rather than waiting on rank 0's file
         return TeacherOutputs(compute_logits(teacher.model, splits, _compute_device(cfg)), "store", True)
-    with FileLock(str(entry.parent / f"{teacher.key}.lock")):
-        cached = _read(entry / CACHE_FILE, expected)  # written by a job that held the lock first
+    store = TeacherStore(entry.parent)
+    try:
+        lock = store.lock(teacher.key)
+    except StoreNotWritable as error:
+        log.warning("%s; the teacher's outputs are computed for this run only, not kept in the store", error.strerror)
+        return TeacherOutputs(compute_logits(teacher.model, splits, _compute_device(cfg)), "run", True)
+    try:
+        cached, problem = _read(path, expected)  # written by a job that held the lock first
         if cached is not None:
             return TeacherOutputs(cached, "store", False)
+        if problem is not None:
+            store.quarantine_file(path, problem)
         logits = compute_logits(teacher.model, splits, _compute_device(cfg))
-        _write(entry / CACHE_FILE, {"identity": expected, "logits": logits})
+        try:
+            torch_save({"identity": expected, "logits": logits, "logits_sha256": logits_digest(logits)}, path)
+        except OSError as error:
+            if not not_writable(error):
+                raise
+            log.warning("teacher store entry %s is not writable (%s); the teacher's outputs are computed for this "
+                        "run only, not kept in the store", entry, error.strerror)
+            return TeacherOutputs(logits, "run", True)
         return TeacherOutputs(logits, "store", True)
+    finally:
+        lock.release()
 
 
 @torch.inference_mode()
@@ -142,24 +161,33 @@ def _cache_identity(splits, teacher) -> dict:
     }
 
 
-def _read(path: Path, expected: dict) -> dict[str, torch.Tensor] | None:
+def logits_digest(logits: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the cached tables' values, split by split (what a reader checks them against)."""
+    digest = hashlib.sha256()
+    for split in sorted(logits):
+        digest.update(split.encode())
+        digest.update(logits[split].contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _read(path: Path, expected: dict, quiet: bool = False) -> tuple[dict[str, torch.Tensor] | None, str | None]:
+    """(the cached logits, None) when the file is intact and fits this run; (None, why it must be
+    quarantined) for a damaged file; (None, None) when it is absent or was made for other inputs."""
     if not path.exists():
-        return None
+        return None, None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload["identity"] != expected:
-            log.warning("cached teacher outputs %s were computed for other inputs or weights; recomputing", path)
-            return None
-        return payload["logits"]
+        if payload["identity"] != expected:  # an older format, other inputs or other weights: replaced
+            if not quiet:
+                log.warning("cached teacher outputs %s were computed for other inputs or weights; recomputing",
+                            path)
+            return None, None
+        logits = payload["logits"]
+        if payload["logits_sha256"] != logits_digest(logits):
+            return None, "does not match its recorded SHA-256 (changed after it was written)"
     except Exception as error:  # an unreadable cache is recomputed, never trusted
-        log.warning("cached teacher outputs %s are unreadable (%s); recomputing", path, error)
-        return None
-
-
-def _write(path: Path, payload: dict) -> None:
-    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    torch.save(payload, staging)
-    os.replace(staging, path)  # readers see the old file or the complete new one, never a partial one
+        return None, f"is unreadable ({type(error).__name__}: {error})"
+    return logits, None
 
 
 def _device_of(model: nn.Module) -> torch.device:

@@ -6,16 +6,18 @@ the weights). The key is a hash of that identity, so a sweep over student settin
 each distinct teacher once. Entries are written to a temporary directory and renamed into
 place (atomic on one filesystem); concurrent jobs that need the same teacher wait on a file
 lock and reuse what the first one wrote; an entry that fails its checksum or does not load
-is moved aside to <store>/.corrupt/ and rebuilt.
+is moved aside to <store>/.corrupt/ and rebuilt. A store the run cannot write to (a read-only
+mount, another user's directory) still serves the entries it holds.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
-import os
 import shutil
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ import torch
 from filelock import FileLock, Timeout
 from torch import nn
 
+from kdrun.atomic_files import staged_directory
 from kdrun.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,16 @@ log = logging.getLogger(__name__)
 STORE_FORMAT = 1
 WEIGHTS, META = "teacher.pt", "meta.json"
 FOLLOW_TIMEOUT_S = 600  # a DDP rank > 0 waits this long for rank 0 to write the entry it trained with it
+CORRUPT_DIR = ".corrupt"
+NOT_WRITABLE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+class StoreNotWritable(OSError):
+    """The store (or one of its entries) cannot be written: read-only filesystem or no permission."""
+
+
+def not_writable(error: BaseException) -> bool:
+    return isinstance(error, OSError) and error.errno in NOT_WRITABLE_ERRNOS
 
 
 def teacher_key(identity: dict) -> str:
@@ -64,6 +77,49 @@ class TeacherStore:
     def entry(self, key: str) -> Path:
         return self.root / key
 
+    def has_entry(self, key: str) -> bool:
+        return (self.entry(key) / META).is_file()
+
+    def check_writable(self, key: str) -> None:
+        """Before anything trains: a teacher this store lacks must be storable (ConfigError otherwise)."""
+        if self.has_entry(key):
+            return
+        existing = next(parent for parent in [self.root, *self.root.parents] if parent.exists())
+        try:
+            with tempfile.NamedTemporaryFile(dir=existing, prefix=".kdrun-write-probe-"):
+                pass
+        except OSError as error:
+            raise ConfigError(
+                f"teacher.store={str(self.root)!r} cannot be written ({error.strerror or error}: {existing}) and "
+                f"holds no teacher for this configuration (key {key}); allowed: a writable directory for "
+                f"teacher.store, a store that holds this teacher, or teacher.checkpoint=PATH") from None
+
+    def lock(self, key: str) -> FileLock:
+        """The entry's lock; StoreNotWritable when the lock file cannot be created."""
+        lock = FileLock(str(self.root / f"{key}.lock"))
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            lock.acquire(timeout=2)
+        except Timeout:
+            log.info("teacher %s is being trained by another job; waiting for its lock %s", key, lock.lock_file)
+            lock.acquire()
+        except OSError as error:
+            if not_writable(error):
+                raise StoreNotWritable(error.errno, f"teacher store {self.root} is not writable ({error.strerror})",
+                                       str(self.root)) from error
+            raise
+        return lock
+
+    def quarantine_file(self, path: Path, reason: str) -> Path:
+        """Move one bad file of an entry aside (under the entry's lock), keeping it for inspection."""
+        graveyard = self.root / CORRUPT_DIR
+        graveyard.mkdir(exist_ok=True)
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        target = graveyard / f"{path.parent.name}-{path.stem}-{stamp}{path.suffix}"
+        shutil.move(str(path), str(target))
+        log.warning("%s %s; moved it to %s", path, reason, target)
+        return target
+
     def get_or_train(self, identity: dict, build: Callable[[], nn.Module],
                      train: Callable[[nn.Module], dict],
                      announce: Callable[[str], None] = lambda decision: None) -> TeacherResult:
@@ -74,16 +130,10 @@ class TeacherStore:
         key = teacher_key(identity)
         entry = self.entry(key)
         model = build()
-        if self._load(entry, model):
+        if self._load(entry, model, quiet=True):  # a bad entry is reported (once) under the lock
             announce("reuse")
             return TeacherResult(model, "reused", key, entry, self._meta(entry))
-        self.root.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.root / f"{key}.lock"))
-        try:
-            lock.acquire(timeout=2)
-        except Timeout:
-            log.info("teacher %s is being trained by another job; waiting for its lock %s", key, lock.lock_file)
-            lock.acquire()
+        lock = self.lock(key)
         try:
             if self._load(entry, model):  # trained by the job that held the lock
                 announce("reuse")
@@ -125,18 +175,16 @@ class TeacherStore:
         return TeacherResult(model, "trained", key, entry, self._meta(entry))
 
     def _write(self, entry: Path, model: nn.Module, meta: dict) -> None:
-        staging = self.root / f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir(parents=True)
-        torch.save(model.state_dict(), staging / WEIGHTS)
-        meta = {**meta, "weights_sha256": file_sha256(staging / WEIGHTS)}
-        (staging / META).write_text(json.dumps(meta, indent=2, default=str))
-        os.replace(staging, entry)
+        with staged_directory(entry) as staging:  # a failed or full write leaves no staging folder
+            torch.save(model.state_dict(), staging / WEIGHTS)
+            meta = {**meta, "weights_sha256": file_sha256(staging / WEIGHTS)}
+            (staging / META).write_text(json.dumps(meta, indent=2, default=str))
 
     def _meta(self, entry: Path) -> dict:
         return json.loads((entry / META).read_text())
 
-    def _load(self, entry: Path, model: nn.Module) -> bool:
-        """Load a complete, intact entry into `model`; False if absent. Corrupt entries are moved aside."""
+    def _load(self, entry: Path, model: nn.Module, quiet: bool = False) -> bool:
+        """Load a complete, intact entry into `model`; False if absent or corrupt (`quiet`: say nothing of it)."""
         if not entry.exists():
             return False
         try:
@@ -146,18 +194,19 @@ class TeacherStore:
             model.load_state_dict(torch.load(entry / WEIGHTS, map_location="cpu", weights_only=True))
             return True
         except Exception as error:  # any failure to read back means the entry cannot be trusted
-            log.warning("teacher store entry %s is corrupt (%s); it will be rebuilt", entry, error)
+            if not quiet:
+                log.warning("teacher store entry %s is corrupt (%s); it will be rebuilt", entry, error)
             return False
 
     def _quarantine(self, entry: Path) -> None:
-        graveyard = self.root / ".corrupt"
+        graveyard = self.root / CORRUPT_DIR
         graveyard.mkdir(exist_ok=True)
         target = graveyard / f"{entry.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         shutil.move(str(entry), str(target))
         log.warning("moved corrupt teacher entry to %s", target)
 
 
-def load_teacher_checkpoint(path: Path | str, model: nn.Module) -> TeacherResult:
+def load_teacher_checkpoint(path: Path | str, model: nn.Module, model_name: str | None = None) -> TeacherResult:
     """Load external teacher weights safely (tensors only, no pickled code).
 
     Accepts a plain state_dict, or a Lightning checkpoint whose `state_dict` keys carry a
@@ -181,6 +230,7 @@ def load_teacher_checkpoint(path: Path | str, model: nn.Module) -> TeacherResult
     except RuntimeError as error:
         raise ConfigError(
             f"teacher.checkpoint={str(path)!r} does not fit the teacher architecture "
-            f"(teacher={type(model).__name__}); set teacher= to the checkpoint's model. {error}"
+            f"(teacher={model_name or type(model).__name__}); set teacher= to the checkpoint's model and its "
+            f"options (teacher.model.*). {error}"
         ) from error
     return TeacherResult(model, "imported", None, path, {"checkpoint_sha256": file_sha256(path)})

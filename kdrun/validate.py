@@ -1,19 +1,35 @@
 """Checks of a composed config that need no data and no training.
 
 Everything here runs before anything is written: a bad value stops the run with a message
-that names the key, the value and what is allowed. Checks that need the data (kappa against
-the pool size, switch steps against the number of training steps) run in the pipeline right
-after the splits are built, still before any training.
+that names the key, the value and what is allowed (the checks are built from kdrun.value_checks,
+and each lives beside the code that reads its setting, which runs it again there). Checks that
+need the data (kappa against the pool size, switch steps against the number of training steps,
+model options against the input shape) run in the pipeline right after the splits are built,
+still before any training.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import warnings
 from pathlib import Path
 
+from kdrun.callbacks.analysis import check_analysis_config
+from kdrun.config_tree import auto_switch, group_options
+from kdrun.data.datamodule import check_data_config
+from kdrun.distributed import training_world_size
 from kdrun.errors import ConfigError
+from kdrun.evaluate import EvaluationOptions
 from kdrun.losses import build_loss
+from kdrun.optim import check_gradient_clip, check_recipe
+from kdrun.oracle_teachers import check_oracle_config
 from kdrun.schedule import phase_specs
-from kdrun.config_tree import group_options
+from kdrun.seeds import resolve_seeds
+from kdrun.value_checks import check_choice, check_flag, check_mapping, check_seed, check_string, check_whole_number
+
+STUDENT_INITS = ("own", "teacher")
+DETERMINISTIC = (False, True, "warn")  # lightning.Trainer's `deterministic`
 
 
 def validate_config(cfg) -> None:
@@ -22,29 +38,46 @@ def validate_config(cfg) -> None:
             f"model={cfg.model.get('name', cfg.model)} is not a role; choose the architectures with "
             "teacher=NAME and student=NAME (both select from configs/model/)"
         )
-    for stage in ("teacher", "student"):
-        if cfg[stage].get("max_steps") is None:
-            _check_positive_int(cfg[stage].epochs, f"{stage}.epochs")
-    _check_positive_int(cfg.data.batch_size, "data.batch_size")
-    kappa = cfg.data.kappa
-    if cfg.data.student_size is None and (kappa is None or isinstance(kappa, bool) or float(kappa) <= 0):
-        raise ConfigError(f"data.kappa={kappa} must be a number > 0 (the student trains on M = round(kappa * N) samples)")
+    resolve_seeds(cfg.get("seed"), cfg.get("seeds"))  # seed, seeds.*
+    check_data_config(cfg.data)
+    _check_teacher(cfg)
+    _check_student(cfg)
     _check_classes(cfg)
     for spec in phase_specs(cfg.schedule, cfg.loss):
         build_loss(spec.loss, where=spec.where)  # checks alpha, temperature, unknown options
         if isinstance(spec.until, float) and not 0.0 <= spec.until <= 1.0:
             raise ConfigError(f"{spec.where}={spec.until} is outside the training run: a float is a fraction in [0, 1]")
-    checkpoint = cfg.teacher.checkpoint
-    if checkpoint is not None and cfg.teacher.get("oracle"):
-        raise ConfigError(f"teacher.checkpoint={checkpoint!r} and teacher.oracle={cfg.teacher.oracle} both choose the "
+    check_trainer_values(cfg.trainer)
+    EvaluationOptions.from_config(cfg.get("evaluation"))  # checked now, used only after training
+    check_analysis_config(cfg.get("analysis"))
+    check_objective(cfg.get("objective", "student/val/acc"))
+    if cfg.logger.name not in group_options("logger"):
+        raise ConfigError(f"logger.name={cfg.logger.name!r}; allowed: {', '.join(group_options('logger'))}")
+
+
+def _check_teacher(cfg) -> None:
+    teacher = check_mapping(cfg.teacher, "teacher")
+    check_oracle_config(teacher)
+    checkpoint = teacher.checkpoint
+    if checkpoint is not None and teacher.get("oracle"):
+        raise ConfigError(f"teacher.checkpoint={checkpoint!r} and teacher.oracle={teacher.oracle} both choose the "
                           f"teacher; allowed: one of them")
     if checkpoint is not None and not Path(str(checkpoint)).is_file():
         raise ConfigError(f"teacher.checkpoint={checkpoint!r}: no such file; give the path of saved teacher weights")
-    from kdrun.evaluate import EvaluationOptions  # checked now, used only after training
+    check_string(teacher.get("store"), "teacher.store", meaning="the teacher store's directory")
+    auto_switch(teacher, "cache_outputs", "teacher")
+    if teacher.get("oracle") or checkpoint is not None:
+        # An imported or oracle teacher never trains: its seed and recipe are never read (the pipeline
+        # plans only a teacher it trains), so they need not be valid, like any setting a run ignores.
+        return
+    check_seed(teacher.get("seed"), "teacher.seed", meaning="the teacher's initial weights and data order")
+    check_recipe(teacher, "teacher")
 
-    EvaluationOptions.from_config(cfg.get("evaluation"))
-    if cfg.logger.name not in group_options("logger"):
-        raise ConfigError(f"logger.name={cfg.logger.name!r}; allowed: {', '.join(group_options('logger'))}")
+
+def _check_student(cfg) -> None:
+    check_choice(cfg.student.get("init", "own"), "student.init", STUDENT_INITS,
+                 meaning="own: from seeds.init; teacher: the teacher's initial weights")
+    check_recipe(cfg.student, "student")
 
 
 def _check_classes(cfg) -> None:
@@ -62,6 +95,63 @@ def _check_classes(cfg) -> None:
         )
 
 
-def _check_positive_int(value, key: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key}={value!r} must be a whole number >= 1")
+def check_objective(objective) -> None:
+    """The shape of a metrics.json key (whether the run writes it is checked after the run: kdrun.cli)."""
+    check_string(objective, "objective", meaning="a key of metrics.json such as student/val/acc")
+    if "/" not in objective:
+        raise ConfigError(f"objective={objective!r} is not a metrics key; allowed: a key of metrics.json such as "
+                          f"student/val/acc or student/val/nll")
+
+
+def check_trainer_values(trainer) -> None:
+    """The `trainer` settings kdrun reads itself, and those Lightning would accept silently."""
+    trainer = check_mapping(trainer, "trainer")
+    training_world_size(trainer)  # trainer.devices, trainer.num_nodes
+    check_gradient_clip(trainer.get("gradient_clip_val"), "trainer.gradient_clip_val")
+    check_whole_number(trainer.get("log_every_n_steps", 50), "trainer.log_every_n_steps", minimum=1,
+                       meaning="Lightning's own step logging interval")
+    check_flag(trainer.get("enable_progress_bar", True), "trainer.enable_progress_bar")
+    check_choice(trainer.get("deterministic", False), "trainer.deterministic", (*DETERMINISTIC, None),
+                 meaning="warn: deterministic algorithms where they exist, a warning elsewhere")
+
+
+def check_trainer_settings(trainer_kwargs: dict) -> None:
+    """The arguments a stage's `lightning.Trainer` gets from the config (cfg.trainer resolved, the precision
+    resolved, the stage's gradient_clip_val), checked by constructing a throwaway Trainer.
+
+    Lightning's own error (an unknown accelerator, precision or argument, devices it cannot use) becomes
+    a ConfigError naming the settings. The throwaway Trainer has no logger, checkpoint or progress bar,
+    writes nothing, and leaves the process as it was: the torch flags and environment variables that
+    constructing it sets (`deterministic`) are put back.
+    """
+    import lightning as L
+    import torch
+
+    kwargs = dict(trainer_kwargs)
+    check_trainer_values(kwargs)
+    for fixed in ("logger", "enable_checkpointing", "enable_progress_bar", "enable_model_summary"):
+        kwargs.pop(fixed, None)
+    shown = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
+    environment = dict(os.environ)
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)  # "GPU available: ..." belongs to the real Trainer
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            L.Trainer(**kwargs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False)
+    except Exception as error:  # noqa: BLE001  anything Lightning refuses is a setting the run cannot use
+        message = str(error).strip() or type(error).__name__
+        raise ConfigError(f"trainer: {message} (settings: {shown}); allowed: values lightning.Trainer accepts "
+                          f"(configs/trainer/default.yaml lists kdrun's)") from error
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = flags[2], flags[3]
+        os.environ.clear()
+        os.environ.update(environment)

@@ -17,7 +17,7 @@ from conftest import compose_config, kdrun_command, read_metrics
 RUN = ["data=gaussian_binary", "data.n_train=512", "data.n_val=64", "data.n_test=256", "data.batch_size=32",
        "teacher=mlp", "teacher.model.width=16", "student=mlp", "student.model.width=16",
        "student.model.dropout=0.2", "teacher.epochs=2", "student.epochs=8", "trainer.enable_progress_bar=false"]
-NOT_COMPARED = ("wall_time_s", "teacher/source", "teacher/outputs_computed")
+NOT_COMPARED = ("wall_time_s", "teacher/source", "teacher/outputs_computed", "student/resumed_epochs")
 
 
 @pytest.mark.slow  # several processes or sweep jobs: the optional `pytest -m slow` job
@@ -42,23 +42,26 @@ def test_a_killed_run_resumes_the_student_and_ends_as_an_uninterrupted_run(tmp_p
     assert "resuming student from epoch" in again.stdout
     expected, resumed = read_metrics(tmp_path / "whole"), read_metrics(run_dir)
     assert set(expected) == set(resumed)
+    assert resumed["student/resumed_epochs"] >= 1 and expected["student/resumed_epochs"] == 0
     for key, value in expected.items():
         if not any(part in key for part in NOT_COMPARED):
             assert resumed[key] == value, key  # bit for bit, incl. the batch-order and init checksums
 
 
 def test_no_resume_once_the_run_has_finished(tmp_path):
-    from kdrun.resume import checkpoint_dir, resume_path
-
-    run_dir = tmp_path / "run"
-    checkpoint_dir(run_dir, "student").mkdir(parents=True)
-    assert resume_path(run_dir, "student") is None
     import torch
 
-    torch.save({"epoch": 2}, checkpoint_dir(run_dir, "student") / "last.ckpt")
-    assert resume_path(run_dir, "student").endswith("last.ckpt")
+    from kdrun.resume import StageOwner, checkpoint_dir, plan_resume
+
+    run_dir = tmp_path / "run"
+    owner = StageOwner.of("student", {"loss": {"name": "kd"}})
+    assert plan_resume(run_dir, {"student": owner})["student"].path is None
+    checkpoint_dir(run_dir, "student").mkdir(parents=True)
+    torch.save({"epoch": 2, "kdrun": {"belongs_to": owner.record()}}, checkpoint_dir(run_dir, "student") / "last.ckpt")
+    resume = plan_resume(run_dir, {"student": owner})["student"]
+    assert resume.path.endswith("last.ckpt") and resume.epochs_done == 3
     (run_dir / "metrics.json").write_text("{}")
-    assert resume_path(run_dir, "student") is None
+    assert plan_resume(run_dir, {"student": owner})["student"].path is None
 
 
 def test_batch_order_digest_survives_a_checkpoint():

@@ -88,8 +88,11 @@ def test_distill4_split_trains_from_cached_outputs(tmp_path):
 
 
 def test_non_finite_loss_is_reported_with_its_step(tmp_path):
+    from kdrun.errors import TrainingDiverged
+
     cfg, splits, teacher, student, schedule = _setup(tmp_path)
     module = _module(cfg, splits, teacher, student, schedule, None)
-    module.first_bad_step.fill_(7)
-    with pytest.raises(FloatingPointError, match="non-finite at step 7"):
-        module.raise_if_loss_was_not_finite()
+    module.divergence.first_step.fill_(7)
+    module.divergence.value.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="student training diverged at step 7: the loss became non-finite"):
+        module.sync_point()

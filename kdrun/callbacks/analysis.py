@@ -2,38 +2,54 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from kdrun.callbacks.eigenspace import EigenspaceTrajectory
+from kdrun.callbacks.eigenspace import EigenspaceTrajectory, check_eigenspace_config
 from kdrun.callbacks.snapshots import SNAPSHOT_SPLITS, LogitSnapshots, snapshot_steps
 from kdrun.errors import ConfigError
+from kdrun.value_checks import check_keys, check_list, check_mapping
+
+
+def check_analysis_config(analysis) -> tuple[list, list, dict]:
+    """(snapshot points, snapshot splits, eigenspace options) of the `analysis` block, checked from the
+    config alone whether or not an analysis is on (snapshot steps against the run's length: later)."""
+    analysis = check_mapping(analysis, "analysis", allow_none=True) or {}
+    check_keys(analysis, "analysis", ("snapshots", "eigenspace"))
+    snapshots = check_mapping(analysis.get("snapshots"), "analysis.snapshots", allow_none=True) or {}
+    check_keys(snapshots, "analysis.snapshots", ("at", "splits"))
+    at = check_list(snapshots.get("at"), "analysis.snapshots.at", allow_none=True,
+                    meaning="steps (int) or fractions of training (float)") or []
+    snapshot_steps(at, None)
+    chosen = snapshots.get("splits", ["train", "test"])
+    if (isinstance(chosen, (str, Mapping)) or not isinstance(chosen, Sequence) or not chosen
+            or any(split not in SNAPSHOT_SPLITS for split in chosen)):
+        raise ConfigError(f"analysis.snapshots.splits={_listed(chosen)!r} is not a list of splits; allowed: a "
+                          f"non-empty list of {', '.join(SNAPSHOT_SPLITS)}")
+    return at, list(chosen), check_eigenspace_config(analysis.get("eigenspace"))
 
 
 def analysis_callbacks(cfg, splits, student: nn.Module, output_dir: Path, total_steps: int) -> list[Callback]:
     """Callbacks for `cfg.analysis` (none when the block is absent or everything is off)."""
-    analysis = cfg.get("analysis") or {}
+    at, chosen, eigenspace = check_analysis_config(cfg.get("analysis"))
     callbacks: list[Callback] = []
-    snapshots = analysis.get("snapshots") or {}
-    steps = snapshot_steps(list(snapshots.get("at") or []), total_steps)
+    steps = snapshot_steps(at, total_steps)
     if steps:
-        chosen = list(snapshots.get("splits") or [])
-        unknown = [split for split in chosen if split not in SNAPSHOT_SPLITS]
-        if unknown or not chosen:
-            raise ConfigError(f"analysis.snapshots.splits={chosen}; allowed: a non-empty list of "
-                              f"{', '.join(SNAPSHOT_SPLITS)}")
         callbacks.append(LogitSnapshots(steps, {split: _eval_loader(splits, split) for split in chosen},
                                         output_dir / "snapshots"))
-    eigenspace = analysis.get("eigenspace") or {}
-    if eigenspace.get("enabled", False):
+    if eigenspace["enabled"]:
         callbacks.append(EigenspaceTrajectory(
             student, cfg.student.model.name, _eval_loader(splits, "train"), output_dir, total_steps,
-            top=eigenspace.get("top", 5), bottom_range=list(eigenspace.get("bottom_range", [20, 60])),
-            num_bottom=eigenspace.get("num_bottom", 5), every_n_steps=eigenspace.get("every_n_steps", 10),
-            seed=eigenspace.get("seed", 0), center=bool(eigenspace.get("center", False))))
+            top=eigenspace["top"], bottom_range=eigenspace["bottom_range"], num_bottom=eigenspace["num_bottom"],
+            every_n_steps=eigenspace["every_n_steps"], seed=eigenspace["seed"], center=eigenspace["center"]))
     return callbacks
+
+
+def _listed(value):
+    return list(value) if isinstance(value, Sequence) and not isinstance(value, str) else value
 
 
 def _eval_loader(splits, split: str):

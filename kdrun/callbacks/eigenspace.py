@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from kdrun.callbacks.snapshots import untouched_rng
 from kdrun.errors import ConfigError
+from kdrun.value_checks import check_flag, check_keys, check_list, check_mapping, check_seed, check_whole_number
 
 EIGENSPACE_ARCHITECTURES = ("random_features", "mlp")
 CSV_COLUMNS = ("step", "direction", "kind", "eigenvalue", "norm")
@@ -47,18 +48,44 @@ def analysed_layer(student: nn.Module, architecture: str) -> tuple[nn.Module, st
                       f"analysis is defined for: {', '.join(EIGENSPACE_ARCHITECTURES)} (or set enabled=false)")
 
 
-def chosen_directions(dimension: int, top: int, bottom_range, num_bottom: int, seed: int) -> list[tuple[int, str]]:
-    """[(direction index, 'top' | 'bottom')], checked against the number of directions."""
+EIGENSPACE_DEFAULTS = {"enabled": False, "top": 5, "bottom_range": [20, 60], "num_bottom": 5, "seed": 0,
+                       "every_n_steps": 10, "center": False}
+
+
+def check_eigenspace_config(eigenspace) -> dict:
+    """The `analysis.eigenspace` block with its defaults filled in, checked whether or not it is enabled
+    (what the data's dimension decides is checked when the directions are chosen)."""
     key = "analysis.eigenspace"
-    for name, value in (("top", top), ("num_bottom", num_bottom), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"{key}.{name}={value!r} must be a whole number >= 0")
+    eigenspace = check_mapping(eigenspace, key, allow_none=True) or {}
+    check_keys(eigenspace, key, tuple(EIGENSPACE_DEFAULTS))
+    options = {**EIGENSPACE_DEFAULTS, **eigenspace}
+    check_flag(options["enabled"], f"{key}.enabled", meaning="student=mlp or random_features")
+    check_flag(options["center"], f"{key}.center", meaning="false: uncentred second moment, true: covariance")
+    check_whole_number(options["top"], f"{key}.top", minimum=1, meaning="directions 0..top-1")
+    check_whole_number(options["num_bottom"], f"{key}.num_bottom", minimum=1,
+                       meaning="directions drawn from bottom_range")
+    check_whole_number(options["every_n_steps"], f"{key}.every_n_steps", minimum=1)
+    check_seed(options["seed"], f"{key}.seed", meaning="draws the bottom directions")
+    bottom_range = check_list(options["bottom_range"], f"{key}.bottom_range", length=2,
+                              meaning="[low, high], inclusive direction indices")
+    for index, value in enumerate(bottom_range):
+        check_whole_number(value, f"{key}.bottom_range[{index}]", minimum=0, meaning="a direction index")
+    if bottom_range[0] > bottom_range[1]:
+        raise ConfigError(f"{key}.bottom_range={bottom_range} has low > high; allowed: [low, high] with low <= high")
+    options["bottom_range"] = bottom_range
+    return options
+
+
+def chosen_directions(dimension: int, top: int, bottom_range, num_bottom: int, seed: int) -> list[tuple[int, str]]:
+    """[(direction index, 'top' | 'bottom')], checked against the number of directions
+    (the options themselves: check_eigenspace_config)."""
+    key = "analysis.eigenspace"
     low, high = bottom_range
-    if not (isinstance(low, int) and isinstance(high, int) and 0 <= low <= high < dimension):
+    if not 0 <= low <= high < dimension:
         raise ConfigError(f"{key}.bottom_range=[{low}, {high}] must be direction indices with "
                           f"0 <= low <= high <= {dimension - 1} (the data has {dimension} directions)")
     if top > dimension:
-        raise ConfigError(f"{key}.top={top} exceeds the {dimension} directions of the data; allowed: 0..{dimension}")
+        raise ConfigError(f"{key}.top={top} exceeds the {dimension} directions of the data; allowed: 1..{dimension}")
     if num_bottom > high - low + 1:
         raise ConfigError(f"{key}.num_bottom={num_bottom} exceeds the {high - low + 1} directions of "
                           f"bottom_range=[{low}, {high}]")
@@ -91,8 +118,6 @@ class EigenspaceTrajectory(Callback):
         self.feature_map, self.weight_name = analysed_layer(student, architecture)
         dimension = student.get_parameter(self.weight_name).shape[1]
         self.directions = chosen_directions(dimension, top, bottom_range, num_bottom, seed)
-        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1:
-            raise ConfigError(f"analysis.eigenspace.every_n_steps={every_n_steps!r} must be a whole number >= 1")
         self.loader, self.path, self.total_steps = loader, Path(output_dir) / "eigenspace.csv", total_steps
         self.every_n_steps, self.center = every_n_steps, center
         self.recorded: set[int] = set()

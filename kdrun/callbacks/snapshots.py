@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from kdrun.errors import ConfigError
 from kdrun.evaluate import collect_logits
+from kdrun.value_checks import is_number
 
 SNAPSHOT_SPLITS = ("train", "val", "test")
 
@@ -40,23 +41,25 @@ def untouched_rng(device: torch.device):
             random.setstate(python_state)
 
 
-def snapshot_steps(at, total_steps: int, key: str = "analysis.snapshots.at") -> list[int]:
-    """The optimiser steps of `at`: ints are steps in [0, total_steps], floats fractions in [0, 1]."""
+def snapshot_steps(at, total_steps: int | None, key: str = "analysis.snapshots.at") -> list[int]:
+    """The optimiser steps of `at`: ints are steps in [0, total_steps], floats fractions in [0, 1].
+    With `total_steps` None (not known before the data) only what the config alone decides is checked."""
+    last = "the last step" if total_steps is None else total_steps
     steps = set()
     for value in at:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: {value!r} must be a step (int in [0, {total_steps}]) "
+        if not is_number(value):
+            raise ConfigError(f"{key}: {value!r} must be a step (int in [0, {last}]) "
                               f"or a fraction of training (float in [0, 1])")
         if isinstance(value, float):
-            if not 0.0 <= value <= 1.0:
+            if not 0.0 <= value <= 1.0:  # nan and inf fail too
                 raise ConfigError(f"{key}: {value} is outside the training run; a float is a fraction in [0, 1] "
-                                  f"(an int is a step in [0, {total_steps}])")
-            steps.add(round(value * total_steps))
+                                  f"(an int is a step in [0, {last}])")
+            steps.add(round(value * total_steps) if total_steps is not None else value)
         else:
-            if not 0 <= value <= total_steps:
-                raise ConfigError(f"{key}: {value} is outside the training run: steps 0..{total_steps} "
+            if value < 0 or (total_steps is not None and value > total_steps):
+                raise ConfigError(f"{key}: {value} is outside the training run: steps 0..{last} "
                                   f"(or give a fraction in [0, 1] as a float)")
-            steps.add(value)
+            steps.add(int(value))
     return sorted(steps)
 
 

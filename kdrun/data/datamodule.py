@@ -11,18 +11,44 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from kdrun.data.noise import apply_label_noise
+from kdrun.config_tree import auto_switch
+from kdrun.data.noise import apply_label_noise, check_label_noise_config
 from kdrun.data.samplers import EpochSeededSampler
-from kdrun.data.sources import SourceSplits, load_source
-from kdrun.data.subsets import kappa_subsets, seeded_order
-from kdrun.data.transforms import build_transforms
+from kdrun.data.sources import SourceSplits, check_source_config, load_source
+from kdrun.data.subsets import check_subset_config, kappa_subsets, seeded_order
+from kdrun.data.transforms import PRESETS, build_transforms
 from kdrun.errors import ConfigError
 from kdrun.seeds import Seeds
+from kdrun.value_checks import (check_choice, check_flag, check_fraction, check_mapping, check_number,
+                                check_whole_number)
 
 # The label a student sees on paper 004's distill split. Any loss that reads it fails loudly
 # (cross-entropy raises on a negative class) instead of silently using withheld labels.
 WITHHELD_LABEL = -1
 SPLIT_PRESETS = ("standard", "distill4")
+
+
+def check_data_config(cfg) -> None:
+    """Every `data.*` setting that the config alone decides: those every source shares (configs/train.yaml)
+    and the source's own (configs/data/<source>.yaml). What needs the data (kappa against the pool's
+    size, the noise mapping against its classes) is checked while the splits are built."""
+    check_mapping(cfg, "data")
+    check_source_config(cfg)
+    check_whole_number(cfg.get("batch_size"), "data.batch_size", minimum=1)
+    check_whole_number(cfg.get("num_workers", 0), "data.num_workers", minimum=0,
+                       meaning="data-loader worker processes; 0 loads in the training process")
+    check_choice(cfg.get("augment", "none"), "data.augment", (*PRESETS, None), meaning="null: none")
+    check_flag(cfg.get("normalize", True), "data.normalize", meaning="per-channel normalisation of image sources")
+    check_whole_number(cfg.get("crop_padding", 4), "data.crop_padding", minimum=0,
+                       meaning="pixels of padding before the random crop")
+    check_number(cfg.get("rotation_degrees", 15.0), "data.rotation_degrees", low=0,
+                 meaning="cifar_rotation: the largest rotation")
+    auto_switch(cfg, "fast_path", "data")
+    check_subset_config(cfg)
+    check_choice(cfg.get("split", "standard"), "data.split", SPLIT_PRESETS)
+    check_fraction(cfg.get("distill_fraction", 0.5), "data.distill_fraction", False, False,
+                   meaning="distill4: the share of the training pool that forms the distill part")
+    check_label_noise_config(cfg.get("label_noise"))
 
 
 class IndexedDataset(Dataset):
@@ -65,6 +91,7 @@ class DataSplits:
 
     @classmethod
     def build(cls, cfg, seeds: Seeds) -> "DataSplits":
+        check_data_config(cfg)
         source = load_source(cfg)
         train_transform, eval_transform = build_transforms(cfg, source)
         noise = cfg.get("label_noise") or {}
@@ -78,10 +105,8 @@ class DataSplits:
                 teacher_size=cfg.teacher_size, kappa=cfg.kappa, student_size=cfg.student_size,
                 pool_seed=cfg.pool_seed, subset_seed=seeds.subset, stratified=cfg.stratified,
             )
-        elif preset == "distill4":
+        else:  # distill4 (check_data_config allows no other)
             teacher, student = distill4_partition(source.train.targets, cfg)
-        else:
-            raise ConfigError(f"data.split={preset!r} is unknown; allowed: {', '.join(SPLIT_PRESETS)}")
         return cls(source, teacher, student, train_labels, noise_mask, preset == "distill4",
                    int(cfg.batch_size), int(cfg.num_workers), train_transform, eval_transform)
 
@@ -147,9 +172,7 @@ def distill4_partition(targets: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray
             f"got data.kappa={cfg.kappa}, data.teacher_size={cfg.teacher_size}, data.student_size={cfg.student_size}; "
             f"allowed: kappa=1.0 and both sizes null (use data.distill_fraction)"
         )
-    fraction = cfg.get("distill_fraction", 0.5)
-    if not 0.0 < float(fraction) < 1.0:
-        raise ConfigError(f"data.distill_fraction={fraction} must be strictly between 0 and 1")
+    fraction = cfg.get("distill_fraction", 0.5)  # in (0, 1): check_data_config
     order = seeded_order(targets, cfg.pool_seed, stratified=True)
     cut = len(targets) - round(float(fraction) * len(targets))
     return np.sort(order[:cut]), np.sort(order[cut:])

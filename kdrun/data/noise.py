@@ -12,20 +12,37 @@ from __future__ import annotations
 import numpy as np
 
 from kdrun.errors import ConfigError
+from kdrun.value_checks import (check_choice, check_fraction, check_keys, check_list, check_mapping, check_seed,
+                                check_whole_number)
 
 KINDS = ("none", "symmetric", "class_dependent")
+
+
+def check_label_noise_config(noise) -> None:
+    """The `data.label_noise` block, whatever its kind (the mapping against the classes: apply_label_noise)."""
+    key = "data.label_noise"
+    noise = check_mapping(noise, key, allow_none=True) or {}
+    check_keys(noise, key, ("kind", "fraction", "seed", "mapping"))
+    _check_kind_and_fraction(noise.get("kind", "none"), noise.get("fraction", 0.0))
+    check_seed(noise.get("seed", 0), f"{key}.seed", meaning="which labels flip")
+    mapping = check_list(noise.get("mapping"), f"{key}.mapping", allow_none=True,
+                         meaning="class_dependent: class c -> mapping[c]; null: c -> (c + 1) mod K") or []
+    for index, target in enumerate(mapping):
+        check_whole_number(target, f"{key}.mapping[{index}]", minimum=0, meaning="a class")
+
+
+def _check_kind_and_fraction(kind, fraction) -> None:
+    check_choice(kind, "data.label_noise.kind", KINDS)
+    check_fraction(fraction, "data.label_noise.fraction", meaning="the share of training-pool labels flipped")
 
 
 def apply_label_noise(targets: np.ndarray, num_classes: int, kind: str, fraction: float, seed: int,
                       mapping: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(noisy labels, boolean mask of flipped samples)."""
-    if kind not in KINDS:
-        raise ConfigError(f"data.label_noise.kind={kind!r} is unknown; allowed: {', '.join(KINDS)}")
+    _check_kind_and_fraction(kind, fraction)
     mask = np.zeros(len(targets), dtype=bool)
     if kind == "none" or fraction == 0:
         return targets.copy(), mask
-    if not 0.0 <= float(fraction) <= 1.0:
-        raise ConfigError(f"data.label_noise.fraction={fraction} is outside [0, 1]")
     if num_classes < 2:
         raise ConfigError("label noise needs at least 2 classes")
     rng = np.random.default_rng(seed)

@@ -14,6 +14,27 @@ import math
 import numpy as np
 
 from kdrun.errors import ConfigError
+from kdrun.value_checks import check_flag, check_number, check_seed, check_whole_number
+
+
+def check_subset_config(cfg) -> None:
+    """The kappa settings from the config alone (against the pool's size: kappa_subsets)."""
+    check_whole_number(cfg.get("teacher_size"), "data.teacher_size", minimum=1, allow_none=True,
+                       meaning="N; null: the whole training pool")
+    student_size = check_whole_number(cfg.get("student_size"), "data.student_size", minimum=1, allow_none=True,
+                                      meaning="an absolute M instead of kappa")
+    kappa = check_number(cfg.get("kappa"), "data.kappa", low=0, low_inclusive=False,
+                         allow_none=student_size is not None,
+                         meaning="the student trains on M = round(kappa * N) samples")
+    _check_kappa_or_size(kappa, student_size)
+    check_flag(cfg.get("stratified", False), "data.stratified", meaning="every prefix keeps the class proportions")
+    check_seed(cfg.get("pool_seed", 0), "data.pool_seed", meaning="which N samples the teacher trains on")
+
+
+def _check_kappa_or_size(kappa, student_size) -> None:
+    if student_size is not None and kappa not in (None, 1.0):
+        raise ConfigError(f"set either data.kappa ({kappa}) or data.student_size ({student_size}), not both; "
+                          f"allowed: data.kappa=1.0 or null with data.student_size")
 
 
 def seeded_order(targets: np.ndarray, seed: int, stratified: bool) -> np.ndarray:
@@ -85,10 +106,7 @@ def kappa_subsets(
 
 def student_count(n: int, kappa: float | None, student_size: int | None) -> int:
     if student_size is not None:
-        if kappa not in (None, 1.0):
-            raise ConfigError(
-                f"set either data.kappa ({kappa}) or data.student_size ({student_size}), not both"
-            )
+        _check_kappa_or_size(kappa, student_size)
         if int(student_size) <= 0:
             raise ConfigError(f"data.student_size={student_size} must be a positive integer")
         return int(student_size)

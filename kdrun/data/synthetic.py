@@ -6,7 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from kdrun.data.sources import SourceSplits, Split, register_source, tensor_split
-from kdrun.errors import ConfigError
+from kdrun.value_checks import (check_choice, check_fraction, check_number, check_seed,
+                                check_whole_number)
+
+SEPARATION_MODES = ("mean_scale", "euclidean_distance")
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -19,19 +22,23 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return weights / weights.sum(axis=1, keepdims=True)
 
 
-def _positive_int(cfg, key: str) -> int:
-    value = cfg[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"data.{key}={value!r} must be a positive integer")
-    return value
+def _positive_int(cfg, key: str, meaning: str | None = None) -> int:
+    return check_whole_number(cfg.get(key), f"data.{key}", minimum=1, meaning=meaning)
 
 
-def _sizes(cfg) -> dict[str, int]:
-    return {key: _positive_int(cfg, key) for key in ("n_train", "n_val", "n_test")}
+def _check_draws(cfg) -> None:
+    """What every synthetic source shares: the split sizes and the seed of the draw."""
+    for key in ("n_train", "n_val", "n_test"):
+        _positive_int(cfg, key, "samples drawn for the split")
+    check_seed(cfg.get("generator_seed"), "data.generator_seed", meaning="draws the samples")
+
+
+def _number(cfg, key: str, **bounds):
+    return check_number(cfg.get(key), f"data.{key}", **bounds)
 
 
 def _splits(draw, cfg, num_classes: int, input_shape, bayes_probs=None) -> SourceSplits:
-    sizes = _sizes(cfg)
+    sizes = {key: cfg[key] for key in ("n_train", "n_val", "n_test")}
     return SourceSplits(train=draw(sizes["n_train"]), val=draw(sizes["n_val"]), test=draw(sizes["n_test"]),
                         num_classes=num_classes, input_shape=tuple(input_shape), bayes_probs=bayes_probs)
 
@@ -46,12 +53,11 @@ def gaussian_binary_mean_scale(cfg) -> float:
     """
     if cfg.get("separation") is None:
         return float(cfg.mean_scale)
-    r, mode = float(cfg.separation), cfg.get("separation_mode", "mean_scale")
-    if mode == "mean_scale":
-        return r
+    r = float(cfg.separation)
+    mode = check_choice(cfg.get("separation_mode", "mean_scale"), "data.separation_mode", SEPARATION_MODES)
     if mode == "euclidean_distance":
         return r / (2.0 * np.sqrt(cfg.dim))
-    raise ConfigError(f"data.separation_mode={mode!r}; allowed: mean_scale, euclidean_distance")
+    return r
 
 
 def gaussian_binary_bayes_probs(x: np.ndarray, mean_scale: float, prior: float = 0.5) -> np.ndarray:
@@ -61,13 +67,19 @@ def gaussian_binary_bayes_probs(x: np.ndarray, mean_scale: float, prior: float =
     return np.stack([1.0 - p1, p1], axis=1)
 
 
-@register_source("gaussian_binary")
+def _check_gaussian_binary(cfg) -> None:
+    _check_draws(cfg)
+    _positive_int(cfg, "dim", "input dimensions")
+    _number(cfg, "mean_scale", low=0, meaning="mu: the class means are +-mu*(1,...,1)")
+    _number(cfg, "separation", low=0, allow_none=True, meaning="r; null: use mean_scale")
+    check_choice(cfg.get("separation_mode", "mean_scale"), "data.separation_mode", SEPARATION_MODES)
+    check_fraction(cfg.get("prior", 0.5), "data.prior", False, False, meaning="P(y = 1)")
+
+
+@register_source("gaussian_binary", options=_check_gaussian_binary)
 def load_gaussian_binary(cfg) -> SourceSplits:
     """Two Gaussians with means +-mu*(1,...,1), identity covariance, P(y=1) = prior."""
-    _positive_int(cfg, "dim")
     mu, prior = gaussian_binary_mean_scale(cfg), float(cfg.get("prior", 0.5))
-    if not 0.0 < prior < 1.0:
-        raise ConfigError(f"data.prior={prior} must be strictly between 0 and 1")
     rng = np.random.default_rng(cfg.generator_seed)
 
     def draw(n: int) -> Split:
@@ -86,7 +98,14 @@ def linf_slab_bayes_probs(x: np.ndarray, sharpness: float, offset: float) -> np.
     return np.stack([1.0 - p1, p1], axis=1)
 
 
-@register_source("linf_slab_2d")
+def _check_linf_slab_2d(cfg) -> None:
+    _check_draws(cfg)
+    _number(cfg, "scale", low=0, low_inclusive=False, meaning="x ~ N(0, scale^2 I_2)")
+    _number(cfg, "sharpness", low=0, meaning="k in sigmoid(k (||x||_inf - c))")
+    _number(cfg, "offset", meaning="c in sigmoid(k (||x||_inf - c))")
+
+
+@register_source("linf_slab_2d", options=_check_linf_slab_2d)
 def load_linf_slab_2d(cfg) -> SourceSplits:
     """x ~ N(0, s^2 I_2), y ~ Bernoulli(p*(y=1|x))."""
     rng = np.random.default_rng(cfg.generator_seed)
@@ -113,12 +132,17 @@ def gaussian_mixture_bayes_probs(x: np.ndarray, means: np.ndarray, sigma: float)
     return _softmax(-squared / (2.0 * sigma**2))
 
 
-@register_source("gaussian_mixture")
+def _check_gaussian_mixture(cfg) -> None:
+    _check_draws(cfg)
+    _positive_int(cfg, "dim", "input dimensions")
+    _positive_int(cfg, "num_classes", "one Gaussian per class")
+    _number(cfg, "sigma", low=0, low_inclusive=False, meaning="x | y=k ~ N(mu_k, sigma^2 I)")
+    check_seed(cfg.get("means_seed"), "data.means_seed", meaning="draws the class means")
+
+
+@register_source("gaussian_mixture", options=_check_gaussian_mixture)
 def load_gaussian_mixture(cfg) -> SourceSplits:
     """Uniform labels, x | y=k ~ N(mu_k, sigma^2 I)."""
-    _positive_int(cfg, "dim")
-    if cfg.sigma <= 0:
-        raise ConfigError(f"data.sigma={cfg.sigma} must be > 0")
     means = gaussian_mixture_means(cfg.num_classes, cfg.dim, cfg.means_seed)
     rng = np.random.default_rng(cfg.generator_seed)
 
@@ -148,7 +172,20 @@ def _aligned_channel(rng, centres: np.ndarray, alpha: float) -> np.ndarray:
     return out
 
 
-@register_source("kchannel")
+def _check_kchannel(cfg) -> None:
+    _check_draws(cfg)
+    k = _positive_int(cfg, "num_classes", "K channels, one per class")
+    _positive_int(cfg, "channel_dim", "D dimensions per channel")
+    check_fraction(cfg.get("alpha"), "data.alpha", meaning="the target channel is alpha*mu_y + (1-alpha)*z")
+    check_whole_number(cfg.get("num_similar"), "data.num_similar", minimum=0, maximum=k - 1,
+                       meaning="similar classes per sample, at most num_classes-1")
+    for key in ("beta_a", "beta_b"):
+        _number(cfg, key, low=0, low_inclusive=False, meaning="a parameter of Beta(beta_a, beta_b)")
+    check_choice(cfg.get("similar_scaling"), "data.similar_scaling", ("literal", "margin"))
+    check_seed(cfg.get("means_seed"), "data.means_seed", meaning="draws the class means")
+
+
+@register_source("kchannel", options=_check_kchannel)
 def load_kchannel(cfg) -> SourceSplits:
     """K channels of D dims; the target channel carries the class signal, `num_similar` other
     (similar) channels a weaker copy of theirs, the rest are zero. Input is flattened (K*D,).
@@ -159,10 +196,6 @@ def load_kchannel(cfg) -> SourceSplits:
     p* has no closed form here, so no oracle is exposed.
     """
     k, d, alpha = int(cfg.num_classes), int(cfg.channel_dim), float(cfg.alpha)
-    if cfg.similar_scaling not in ("literal", "margin"):
-        raise ConfigError(f"data.similar_scaling={cfg.similar_scaling!r}; allowed: literal, margin")
-    if not 0 <= cfg.num_similar < k:
-        raise ConfigError(f"data.num_similar={cfg.num_similar} must be between 0 and num_classes-1={k - 1}")
     means = np.random.default_rng(cfg.means_seed).standard_normal((k, d))
     rng = np.random.default_rng(cfg.generator_seed)
 

@@ -24,6 +24,7 @@ from torchvision.transforms import v2
 
 from kdrun.data.sources import SourceSplits, Split, carve_validation, register_source
 from kdrun.errors import ConfigError
+from kdrun.value_checks import check_flag, check_list, check_number, check_string, check_whole_number
 
 # PIL image -> uint8 tensor (C, H, W), values unchanged (no scaling to [0, 1]).
 TO_UINT8_TENSOR = v2.PILToTensor()
@@ -134,6 +135,26 @@ def _unreadable(title: str, directory: str, error: Exception) -> str:
 # --- the sources --------------------------------------------------------------------------------
 
 
+def _check_file_options(cfg) -> None:
+    """Whether a torchvision source fetches and checks its files (data.root is any directory)."""
+    check_flag(cfg.get("download", False), "data.download", meaning="true: fetch missing files (needs internet)")
+    check_flag(cfg.get("verify_checksums", True), "data.verify_checksums",
+               meaning="false accepts files that differ from the official release")
+
+
+def _check_image_folder(cfg) -> None:
+    _check_file_options(cfg)
+    check_whole_number(cfg.get("image_size"), "data.image_size", minimum=1,
+                       meaning="images are resized to it, square")
+    for key in ("train_dir", "test_dir"):
+        check_string(cfg.get(key), f"data.{key}", meaning="one sub-folder of images per class")
+    for key, low_inclusive in (("mean", True), ("std", False)):
+        values = check_list(cfg.get(key), f"data.{key}", length=3, meaning="one value per RGB channel")
+        for index, value in enumerate(values):
+            check_number(value, f"data.{key}[{index}]", low=0, low_inclusive=low_inclusive,
+                         meaning="a per-channel normalisation statistic")
+
+
 def _mnist_like(cfg, title: str, cls: type[datasets.MNIST], mean: float, std: float) -> SourceSplits:
     # MNIST's raw files carry no checksums in torchvision (its downloads are checked either way),
     # so verify_checksums changes nothing here.
@@ -148,13 +169,13 @@ def _mnist_like(cfg, title: str, cls: type[datasets.MNIST], mean: float, std: fl
                         input_shape=(1, 28, 28), image=True, mean=(mean,), std=(std,))
 
 
-@register_source("mnist")
+@register_source("mnist", options=_check_file_options)
 def load_mnist(cfg) -> SourceSplits:
     """MNIST: 60,000 train / 10,000 test 28x28 grayscale digits."""
     return _mnist_like(cfg, "MNIST", datasets.MNIST, 0.1307, 0.3081)
 
 
-@register_source("fashion_mnist")
+@register_source("fashion_mnist", options=_check_file_options)
 def load_fashion_mnist(cfg) -> SourceSplits:
     """Fashion-MNIST: 60,000 train / 10,000 test 28x28 grayscale clothing images."""
     return _mnist_like(cfg, "FashionMNIST", datasets.FashionMNIST, 0.2860, 0.3530)
@@ -174,21 +195,21 @@ def _cifar(cfg, title: str, checked: type[datasets.CIFAR10], files_only: type[da
                         input_shape=(3, 32, 32), image=True, mean=tuple(mean), std=tuple(std))
 
 
-@register_source("cifar10")
+@register_source("cifar10", options=_check_file_options)
 def load_cifar10(cfg) -> SourceSplits:
     """CIFAR-10: 50,000 train / 10,000 test 32x32 colour images, 10 classes."""
     return _cifar(cfg, "CIFAR-10", datasets.CIFAR10, CIFAR10FilesOnly, 10,
                   (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 
 
-@register_source("cifar100")
+@register_source("cifar100", options=_check_file_options)
 def load_cifar100(cfg) -> SourceSplits:
     """CIFAR-100: 50,000 train / 10,000 test 32x32 colour images, 100 fine classes."""
     return _cifar(cfg, "CIFAR-100", datasets.CIFAR100, CIFAR100FilesOnly, 100,
                   (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 
 
-@register_source("svhn")
+@register_source("svhn", options=_check_file_options)
 def load_svhn(cfg) -> SourceSplits:
     """SVHN (cropped digits): 73,257 train / 26,032 test 32x32 colour images; label 10 is read as digit 0.
 
@@ -207,7 +228,7 @@ def load_svhn(cfg) -> SourceSplits:
                         mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970))
 
 
-@register_source("image_folder")
+@register_source("image_folder", options=_check_image_folder)
 def load_image_folder(cfg) -> SourceSplits:
     """Images in class sub-folders (train_dir/<class>/*.png, test_dir/<class>/*.png), resized to
     image_size x image_size RGB. Classes are the sorted sub-folder names; test_dir must have the same."""
@@ -215,11 +236,7 @@ def load_image_folder(cfg) -> SourceSplits:
         raise ConfigError("data.download=true: image_folder has nothing to download; copy the class folders into "
                           f"data.train_dir={cfg.train_dir!r} and data.test_dir={cfg.test_dir!r}")
     size = cfg.image_size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ConfigError(f"data.image_size={size!r} must be a whole number >= 1 (images are resized to it, square)")
-    mean, std = _channel_stats(cfg.mean, "data.mean"), _channel_stats(cfg.std, "data.std")
-    if any(s <= 0 for s in std):
-        raise ConfigError(f"data.std={list(std)} must be > 0 in every channel")
+    mean, std = tuple(float(v) for v in cfg.mean), tuple(float(v) for v in cfg.std)
     transform = v2.Compose([v2.Resize((size, size), antialias=True), TO_UINT8_TENSOR])
 
     def folder(key: str) -> datasets.ImageFolder:
@@ -242,10 +259,3 @@ def load_image_folder(cfg) -> SourceSplits:
     return SourceSplits(train=pool, val=val, test=_split(test, test.targets), num_classes=len(train.classes),
                         input_shape=(3, size, size), image=True, mean=mean, std=std,
                         samples_in_memory=False)  # decoded from image files one by one
-
-
-def _channel_stats(values, key: str) -> tuple[float, ...]:
-    stats = tuple(float(v) for v in values)
-    if len(stats) != 3:
-        raise ConfigError(f"{key}={list(stats)} needs 3 values, one per RGB channel (image_folder loads RGB)")
-    return stats

@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Mapping
 
+from kdrun import value_checks
 from kdrun.errors import ConfigError
+from kdrun.value_checks import check_number, is_finite_number
 
 LOSSES: dict[str, Callable] = {}
 
@@ -46,28 +48,29 @@ def build_loss(cfg: Mapping, where: str = "loss"):
         raise ConfigError(f"{where}: {error}") from None
 
 
+# check_alpha and check_fraction keep their own wording (`kd.alpha=2 is outside [0, 1] (...)`, the value
+# shown as written), which the README quotes; the other checks are kdrun.value_checks' own.
 def check_alpha(alpha: float, where: str) -> None:
-    if not is_number(alpha) or not 0.0 <= float(alpha) <= 1.0:
+    if not is_finite_number(alpha) or not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"{where}.alpha={alpha} is outside [0, 1] (the teacher's weight in the mixture)")
 
 
 def check_temperature(temperature: float, where: str) -> None:
-    if not is_number(temperature) or not float(temperature) > 0.0:
-        raise ConfigError(f"{where}.temperature={temperature} must be > 0")
+    check_number(temperature, f"{where}.temperature", low=0, low_inclusive=False)
 
 
 def check_fraction(value, key: str, where: str) -> None:
-    if not is_number(value) or not 0.0 <= float(value) <= 1.0:
+    if not is_finite_number(value) or not 0.0 <= value <= 1.0:
         raise ConfigError(f"{where}.{key}={value} is outside [0, 1]")
 
 
 def check_flag(value, key: str, where: str) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}.{key}={value!r} must be true or false")
+    value_checks.check_flag(value, f"{where}.{key}")
 
 
 def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite number (not a boolean): what every numeric loss option must be before its range is checked."""
+    return is_finite_number(value)
 
 
 # Import the loss families so they register themselves.

@@ -12,6 +12,7 @@ from typing import Callable, Mapping
 from torch import nn
 
 from kdrun.errors import ConfigError
+from kdrun.models.options import building_as
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ def build_model(cfg: Mapping, input_shape, role: str = "model") -> nn.Module:
     if name not in MODELS:
         raise ConfigError(f"{role}.model.name={name!r} is unknown; allowed: {', '.join(sorted(MODELS))}")
     try:
-        model = MODELS[name](input_shape=tuple(input_shape), **options)
+        with building_as(role):  # option errors name `<role>.model.<option>`
+            model = MODELS[name](input_shape=tuple(input_shape), **options)
     except TypeError as error:  # an unexpected keyword: name it with the model
         raise ConfigError(f"{role}.model ({name}): {error}") from error
     log.debug("built %s %s: %s parameters", role, name, f"{count_parameters(model):,}")

@@ -13,21 +13,25 @@ from torch import nn
 
 from kdrun.errors import ConfigError
 from kdrun.models import ZooModel, register_model
+from kdrun.models.options import flag, image_input, one_of, option_key, scaled, whole, width_multiplier
+from kdrun.value_checks import check_list
 
 
 @register_model("cnn")
 def vanilla_cnn(input_shape, num_classes: int, width: float = 1.0,
                 channels=(20, 40, 60, 160), batchnorm: bool = True, final_pool: str = "max") -> ZooModel:
-    if len(input_shape) != 3:
-        raise ConfigError(f"cnn needs image input (channels, height, width); got input shape {list(input_shape)}")
-    if final_pool not in ("max", "avg"):
-        raise ConfigError(f"cnn final_pool={final_pool!r}; allowed: max, avg")
-    if width <= 0:
-        raise ConfigError(f"cnn width={width} must be > 0")
+    in_channels = image_input("cnn", input_shape)[0]
+    one_of("cnn", "final_pool", final_pool, ("max", "avg"))
+    width = width_multiplier("cnn", width)
+    batchnorm = flag("cnn", "batchnorm", batchnorm)
+    channels = check_list(channels, option_key("channels"), meaning="cnn: the channels of each conv block")
+    if not channels:
+        raise ConfigError(f"{option_key('channels')}=[] has no block; allowed: a list of whole numbers >= 1 (cnn)")
+    for index, base in enumerate(channels):
+        whole("cnn", f"channels[{index}]", base, meaning="the channels of a conv block")
     layers: list[nn.Module] = []
-    in_channels = input_shape[0]
     for block, base in enumerate(channels):
-        out_channels = max(1, round(base * width))
+        out_channels = scaled(base, width)
         layers.append(nn.Conv2d(in_channels, out_channels, 3, padding=1))
         if batchnorm:
             layers.append(nn.BatchNorm2d(out_channels))

@@ -25,7 +25,7 @@ from torch import nn
 
 from kdrun.errors import ConfigError
 from kdrun.models import ZooModel, register_model
-from kdrun.models.options import flag, scaled, width_multiplier
+from kdrun.models.options import flag, scaled, seed, whole, width_multiplier
 
 
 @register_model("logistic_regression")
@@ -51,10 +51,8 @@ class RandomReLUFeatures(nn.Module):
 def random_features(input_shape, num_classes: int, num_features: int = 5000, feature_seed: int = 0,
                     bias: bool = True, width: float = 1.0) -> ZooModel:
     model = "random_features"
-    if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-        raise ConfigError(f"{model} num_features={num_features!r} must be a whole number >= 1")
-    if isinstance(feature_seed, bool) or not isinstance(feature_seed, int) or feature_seed < 0:
-        raise ConfigError(f"{model} feature_seed={feature_seed!r} must be a whole number >= 0")
+    whole(model, "num_features", num_features, meaning="random features")
+    seed(model, "feature_seed", feature_seed)
     size = scaled(num_features, width_multiplier(model, width))
     features = RandomReLUFeatures(math.prod(input_shape), size, feature_seed)
     return ZooModel(features, nn.Linear(size, num_classes, bias=flag(model, "bias", bias)))
@@ -85,13 +83,12 @@ def channelwise_linear(input_shape, num_classes: int, channel_dim: int | None = 
     if len(input_shape) == 2 and input_shape[0] != num_classes:
         raise ConfigError(f"{model} needs one channel per class: input shape {list(input_shape)} has "
                           f"{input_shape[0]} channels but num_classes={num_classes}; allowed: ({num_classes}, D)")
+    whole(model, "channel_dim", channel_dim, allow_none=True, meaning="D; null infers it from the input")
     if channel_dim is None:
         if size % num_classes:
             raise ConfigError(f"{model} input size {size} (shape {list(input_shape)}) is not num_classes={num_classes} "
                               f"x D; allowed: a multiple of {num_classes}")
         channel_dim = size // num_classes
-    elif isinstance(channel_dim, bool) or not isinstance(channel_dim, int) or channel_dim < 1:
-        raise ConfigError(f"{model} channel_dim={channel_dim!r} must be a whole number >= 1 or null (inferred)")
     elif size != num_classes * channel_dim:
         raise ConfigError(f"{model} input size {size} (shape {list(input_shape)}) is not num_classes={num_classes} "
                           f"x channel_dim={channel_dim} = {num_classes * channel_dim}")

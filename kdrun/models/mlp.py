@@ -6,8 +6,8 @@ import math
 
 from torch import nn
 
-from kdrun.errors import ConfigError
 from kdrun.models import ZooModel, register_model
+from kdrun.models.options import dropout_probability, one_of, whole
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
@@ -15,10 +15,10 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 @register_model("mlp")
 def mlp(input_shape, num_classes: int, depth: int = 2, width: int = 128,
         activation: str = "relu", dropout: float = 0.0) -> ZooModel:
-    if activation not in ACTIVATIONS:
-        raise ConfigError(f"mlp activation={activation!r} is unknown; allowed: {', '.join(ACTIVATIONS)}")
-    if depth < 0 or width < 1:
-        raise ConfigError(f"mlp needs depth >= 0 and width >= 1, got depth={depth}, width={width}")
+    one_of("mlp", "activation", activation, tuple(ACTIVATIONS))
+    whole("mlp", "depth", depth, minimum=0, meaning="hidden layers; 0 is a linear model on the input")
+    whole("mlp", "width", width, minimum=1, meaning="units per hidden layer")
+    dropout = dropout_probability("mlp", dropout)
     layers: list[nn.Module] = [nn.Flatten()]
     fan_in = math.prod(input_shape)
     for _ in range(depth):

@@ -1,13 +1,36 @@
 """Option checks shared by the zoo builders, so every family rejects bad values the same way.
 
-Each message names the model, the option, the bad value and what is allowed.
+Each message names the option by its config key (`student.model.width=nan ...`), the bad value,
+what is allowed and the model. A builder is called with its options only (its signature lists
+exactly the options of its zoo file), so the role it is built for reaches these checks from
+`build_model` through `building_as`.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 from torch import nn
 
 from kdrun.errors import ConfigError
+from kdrun.value_checks import check_choice, check_flag, check_number, check_seed, check_whole_number
+
+_ROLE: ContextVar[str] = ContextVar("zoo_role", default="model")
+
+
+@contextmanager
+def building_as(role: str):
+    """Inside: option errors name `<role>.model.<option>` (teacher, student; `model` elsewhere)."""
+    token = _ROLE.set(role)
+    try:
+        yield
+    finally:
+        _ROLE.reset(token)
+
+
+def option_key(option: str) -> str:
+    return f"{_ROLE.get()}.model.{option}"
 
 
 def image_input(model: str, input_shape) -> tuple[int, int, int]:
@@ -18,9 +41,8 @@ def image_input(model: str, input_shape) -> tuple[int, int, int]:
 
 
 def width_multiplier(model: str, width) -> float:
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
-        raise ConfigError(f"{model} width={width!r} must be a number > 0 (a multiplier of the layer widths)")
-    return float(width)
+    return float(check_number(width, option_key("width"), low=0, low_inclusive=False,
+                              meaning=f"{model}: a multiplier of the layer widths"))
 
 
 def scaled(size: int, width: float) -> int:
@@ -29,14 +51,27 @@ def scaled(size: int, width: float) -> int:
 
 
 def one_of(model: str, option: str, value, allowed) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{model} {option}={value!r}; allowed: {', '.join(map(str, allowed))}")
+    check_choice(value, option_key(option), tuple(allowed), meaning=model)
 
 
 def flag(model: str, option: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{model} {option}={value!r} must be true or false")
-    return value
+    return check_flag(value, option_key(option), meaning=model)
+
+
+def whole(model: str, option: str, value, minimum: int = 1, allow_none: bool = False, meaning: str = "") -> int:
+    """A whole-number option (layer counts and sizes)."""
+    return check_whole_number(value, option_key(option), minimum=minimum, allow_none=allow_none,
+                              meaning=f"{model}: {meaning}" if meaning else model)
+
+
+def seed(model: str, option: str, value) -> int:
+    return check_seed(value, option_key(option), meaning=model)
+
+
+def dropout_probability(model: str, value, option: str = "dropout") -> float:
+    """A dropout probability in [0, 1) (1 would drop everything)."""
+    return float(check_number(value, option_key(option), 0, 1, high_inclusive=False,
+                              meaning=f"{model}: the probability of zeroing a unit in training"))
 
 
 def init_conv_like_torchvision(module: nn.Module) -> None:

@@ -26,7 +26,8 @@ from torch import nn
 
 from kdrun.errors import ConfigError
 from kdrun.models import ZooModel, register_model
-from kdrun.models.options import image_input, init_conv_like_torchvision, one_of, scaled, width_multiplier
+from kdrun.models.options import image_input, init_conv_like_torchvision, one_of, option_key, scaled, width_multiplier
+from kdrun.value_checks import is_whole_number
 
 STAGE_CHANNELS = (16, 32, 64)
 SHORTCUTS = ("A", "B")
@@ -74,8 +75,9 @@ class BasicBlock(nn.Module):
 
 
 def check_depth(model: str, depth) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-        raise ConfigError(f"{model} depth={depth!r}; allowed: 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...)")
+    if not is_whole_number(depth) or depth < 8 or (depth - 2) % 6:
+        raise ConfigError(f"{option_key('depth')}={depth!r} is not a CIFAR ResNet depth; allowed: 6n+2 with n >= 1 "
+                          f"(8, 14, 20, 32, 44, 56, 110, ...) ({model})")
     return depth
 
 

@@ -33,9 +33,9 @@ from torch import nn
 from torchvision.models import MobileNetV2, ResNet
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from kdrun.errors import ConfigError
 from kdrun.models import ZooModel, register_model
-from kdrun.models.options import flag, image_input, init_conv_like_torchvision, scaled, width_multiplier
+from kdrun.models.options import (dropout_probability, flag, image_input, init_conv_like_torchvision, scaled,
+                                  width_multiplier)
 
 
 class _WidthScaledResNet(ResNet):
@@ -94,8 +94,7 @@ def mobilenet_v2(input_shape, num_classes: int, width: float = 1.0, cifar_stride
     channels = image_input(model, input_shape)[0]
     width = width_multiplier(model, width)
     cifar_stride = flag(model, "cifar_stride", cifar_stride)
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"{model} dropout={dropout!r}; allowed: a probability in [0, 1)")
+    dropout = dropout_probability(model, dropout)
     stages = [list(stage) for stage in MOBILENET_V2_STAGES]
     if cifar_stride:
         stages[1][3] = 1

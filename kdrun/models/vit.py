@@ -23,7 +23,8 @@ from torch import nn
 
 from kdrun.errors import ConfigError
 from kdrun.models import ZooModel, register_model
-from kdrun.models.options import image_input, one_of, width_multiplier
+from kdrun.models.options import dropout_probability, image_input, one_of, option_key, whole, width_multiplier
+from kdrun.value_checks import check_number
 
 
 class ViTFeatures(nn.Module):
@@ -53,28 +54,21 @@ class ViTFeatures(nn.Module):
         return tokens[:, 0] if self.cls_token is not None else tokens.mean(dim=1)
 
 
-def _positive_int(option: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"vit {option}={value!r} must be a whole number >= {minimum}")
-    return value
-
-
 @register_model("vit")
 def vit(input_shape, num_classes: int, patch_size: int = 4, dim: int = 128, depth: int = 4, heads: int = 4,
         mlp_ratio: float = 2.0, dropout: float = 0.0, pool: str = "cls", width: float = 1.0) -> ZooModel:
     channels, height, width_px = image_input("vit", input_shape)
     for option, value in (("patch_size", patch_size), ("dim", dim), ("heads", heads)):
-        _positive_int(option, value)
-    _positive_int("depth", depth, minimum=0)
+        whole("vit", option, value)
+    whole("vit", "depth", depth, minimum=0, meaning="encoder layers")
     if dim % heads:
-        raise ConfigError(f"vit dim={dim} is not divisible by heads={heads}; allowed: a multiple of heads")
+        raise ConfigError(f"{option_key('dim')}={dim} is not divisible by heads={heads}; allowed: a multiple of "
+                          f"heads (vit)")
     if height % patch_size or width_px % patch_size:
-        raise ConfigError(f"vit patch_size={patch_size} must divide the image height and width; "
-                          f"got input shape {list(input_shape)}")
-    if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or mlp_ratio <= 0:
-        raise ConfigError(f"vit mlp_ratio={mlp_ratio!r} must be a number > 0")
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"vit dropout={dropout!r}; allowed: a probability in [0, 1)")
+        raise ConfigError(f"{option_key('patch_size')}={patch_size} does not divide the image height and width of "
+                          f"input shape {list(input_shape)}; allowed: a divisor of both (vit)")
+    check_number(mlp_ratio, option_key("mlp_ratio"), low=0, low_inclusive=False, meaning="vit: MLP hidden size / dim")
+    dropout = dropout_probability("vit", dropout)
     one_of("vit", "pool", pool, ("cls", "mean"))
     head_dim = max(1, round(dim * width_multiplier("vit", width) / heads))
     scaled_dim = head_dim * heads

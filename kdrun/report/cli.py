@@ -197,10 +197,12 @@ def render_report(out: Path, title: str, table, summary, comparisons, stars, bia
 
     conditions, _ = split_columns(table)
     failed = table[table["status"] != "ok"]
-    runs_text = (f"{len(table)} runs ({len(table) - len(failed)} ok, {len(failed)} failed). "
+    ended = ", ".join(f"{count} {status}" for status, count in failed["status"].value_counts().sort_index().items())
+    runs_text = (f"{len(table)} runs ({len(table) - len(failed)} ok{', ' + ended if ended else ''}). "
                  f"Varying: {', '.join(conditions) or 'nothing'}.")
     sections = [Section("Runs", runs_text, tables=[("Runs", table[["run_dir", "status", *conditions]])]
-                        + ([("Failed runs", failed[["run_dir", *conditions, "error"]])] if len(failed) else []))]
+                        + ([("Runs without results (failed, interrupted or unreadable)",
+                             failed[["run_dir", "status", *conditions, "error"]])] if len(failed) else []))]
     # The report shows the outcomes; summary.csv keeps every metric.
     shown = summary[summary["metric"].isin(report_metrics)] if report_metrics else summary
     sections.append(Section("Summary", "Mean ± std (ddof=1) over seeds, n runs per condition; every metric "

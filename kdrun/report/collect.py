@@ -82,13 +82,44 @@ def _composed_value(run_dir: Path, key: str):
 
 
 def read_error(run_dir: Path) -> str:
-    """The last error line of the run's logs, so a failed job says why it failed."""
+    """Why a run did not finish: the error its status.json records, else the last error line of its logs."""
+    status_file = run_dir / "status.json"
+    if status_file.is_file():
+        try:
+            status = json.loads(status_file.read_text())
+            if status.get("error"):
+                return str(status["error"])
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            pass  # a damaged status file says nothing; the logs may
     last = ""
     for log in sorted(run_dir.glob("*.log")):
         for line in log.read_text(errors="replace").splitlines():
             if re.search(r"(\w+(Error|Exception)\b:|\]\[ERROR\]|Error executing job)", line):
                 last = line.strip()
     return last
+
+
+def read_status(run_dir: Path) -> str:
+    """How a run without metrics ended, from status.json (failed, interrupted, ...); failed if unknown."""
+    try:
+        return str(json.loads((run_dir / "status.json").read_text()).get("status") or "failed")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return "failed"
+
+
+def read_metrics(run_dir: Path) -> tuple[dict, str, str]:
+    """(metrics, status, error) of a run: "ok" with its metrics.json, "unreadable" when that file is
+    damaged (the report goes on without the run's numbers), else what status.json says."""
+    metrics_file = run_dir / "metrics.json"
+    if not metrics_file.is_file():
+        return {}, read_status(run_dir), read_error(run_dir)
+    try:
+        metrics = json.loads(metrics_file.read_text())
+        if not isinstance(metrics, dict):
+            raise ValueError(f"holds a {type(metrics).__name__}, not an object")
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as error:
+        return {}, "unreadable", f"metrics.json is unreadable ({error})"
+    return metrics, "ok", ""
 
 
 def collect_runs(roots: list[Path]) -> pd.DataFrame:
@@ -111,13 +142,8 @@ def collect_runs(roots: list[Path]) -> pd.DataFrame:
     rows, metric_names = [], {}
     for run_dir in run_dirs:
         row = {"run_dir": str(run_dir)}
-        metrics_file = run_dir / "metrics.json"
-        if metrics_file.is_file():
-            row["status"], row["error"] = "ok", ""
-            metrics = json.loads(metrics_file.read_text())
-            metric_names.update(dict.fromkeys(metrics))
-        else:
-            row["status"], row["error"], metrics = "failed", read_error(run_dir), {}
+        metrics, row["status"], row["error"] = read_metrics(run_dir)
+        metric_names.update(dict.fromkeys(metrics))
         row.update({key: overrides[run_dir][key] for key in conditions})
         row.update(metrics)
         rows.append(row)

@@ -1,0 +1,111 @@
+"""Divergence detection for a training stage, evaluated on the device and read at sync points.
+
+A run whose loss blows up must fail, not end "completed" at chance accuracy. Two signs count:
+
+- the loss is not finite (NaN or infinity);
+- the smoothed loss (an exponential moving average over about `smoothing_steps` steps) exceeds
+  `factor` times its own running minimum, the minimum taken no lower than `floor` (so a loss
+  that has converged to ~0 may still fluctuate by `factor * floor` in absolute terms).
+
+The moving average and its minimum restart whenever the loss schedule changes phase, and the
+growth check pauses inside a blend window, because the objective itself changes there (a late
+switch from one-hot CE to T²-scaled KD multiplies the loss by up to T² without anything going
+wrong). The first bad step, its loss and the limit it crossed stay on the device; `check()`,
+called at the module's sync points only, reads them: no per-step host synchronisation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from kdrun.errors import ConfigError, TrainingDiverged
+
+@dataclass(frozen=True)
+class DivergenceSettings:
+    """The `divergence:` config block."""
+
+    enabled: bool = True
+    factor: float = 100.0
+    floor: float = 0.1
+    smoothing_steps: int = 10
+
+    @classmethod
+    def from_config(cls, cfg) -> "DivergenceSettings":
+        options = dict(cfg or {})
+        allowed = [name for name in cls.__dataclass_fields__]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ConfigError(f"divergence.{unknown[0]} is unknown; allowed: {', '.join(allowed)}")
+        settings = cls(**options)
+        if not isinstance(settings.enabled, bool):
+            raise ConfigError(f"divergence.enabled={settings.enabled!r} must be true or false")
+        for key, low in (("factor", 1.0), ("floor", 0.0)):
+            value = getattr(settings, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < float("inf"):
+                raise ConfigError(f"divergence.{key}={value!r} must be a finite number > {low:g}")
+        steps = settings.smoothing_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ConfigError(f"divergence.smoothing_steps={steps!r} must be a whole number >= 1")
+        return settings
+
+
+class DivergenceGuard(nn.Module):
+    """Device-side record of the first step at which a stage's loss diverged (a dozen tiny ops a step)."""
+
+    def __init__(self, stage: str, settings: DivergenceSettings, sync_every: int):
+        super().__init__()
+        self.stage, self.settings, self.sync_every = stage, settings, sync_every
+        self.weight = 1.0 / settings.smoothing_steps  # of the newest loss in the moving average
+        for name, dtype, value in (("first_step", torch.long, -1), ("value", torch.float32, 0.0),
+                                   ("limit", torch.float32, float("nan")), ("ema", torch.float32, 0.0),
+                                   ("ema_min", torch.float32, 0.0)):
+            self.register_buffer(name, torch.tensor(value, dtype=dtype), persistent=False)
+        self._phase: int | None = None
+        self._seen = 0  # steps observed in the current phase (host-side bookkeeping, no sync)
+
+    def observe(self, step: int, loss: torch.Tensor, phase: int | None) -> None:
+        """Record this step's loss; `phase` is the schedule's pure phase, None inside a blend window."""
+        loss = loss.detach().float().reshape(())
+        if phase != self._phase:
+            self._phase, self._seen = phase, 0
+        finite = torch.isfinite(loss)
+        if self.settings.enabled and phase is not None:
+            if self._seen == 0:
+                self.ema.copy_(loss)
+                self.ema_min.copy_(loss)
+            else:
+                self.ema.lerp_(loss, self.weight)
+                torch.minimum(self.ema_min, self.ema, out=self.ema_min)
+            self._seen += 1
+            limit = self.ema_min.clamp_min(self.settings.floor).mul_(self.settings.factor)
+            new = ~(finite & (self.ema <= limit)) & (self.first_step < 0)
+            torch.where(new, limit, self.limit, out=self.limit)
+        else:
+            new = ~finite & (self.first_step < 0)
+        self.first_step.masked_fill_(new, step)
+        torch.where(new, loss, self.value, out=self.value)
+
+    def check(self) -> None:
+        """Raise TrainingDiverged if a bad step was recorded (reads the device: call at sync points)."""
+        step = int(self.first_step)
+        if step < 0:
+            return
+        value = float(self.value)
+        if math.isfinite(value):
+            reason = (f"its smoothed loss exceeded {self.settings.factor:g} x its running minimum "
+                      f"(limit {float(self.limit):.4g}; divergence.factor, divergence.floor)")
+        else:
+            reason = "the loss became non-finite"
+        raise TrainingDiverged(
+            self.stage, step, f"{value:.4g}", f"{reason}; checked every {self.sync_every} steps",
+            f"Lower {self.stage}.optimizer.lr, clip gradients ({self.stage}.gradient_clip_val), or check the "
+            f"inputs; divergence.enabled=false turns the growth check off")
+
+
+def overflowed(error: BaseException) -> bool:
+    """An optimiser step whose update does not fit the parameters' dtype (e.g. Adam with lr=1e38)."""
+    return isinstance(error, RuntimeError) and "overflow" in str(error)
