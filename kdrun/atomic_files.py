@@ -1,4 +1,4 @@
-"""Files written whole or not at all: a staging name beside the target, renamed into place.
+"""Files written whole or not at all (a staging name beside the target, renamed into place), and their digests.
 
 Readers see the previous file or the complete new one, never a partial one (`os.replace` is
 atomic within one filesystem). A write that fails removes its staging file or folder, so a
@@ -10,6 +10,7 @@ writer's own message (torch's is "[enforce fail at inline_container.cc] ... unex
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -98,3 +99,11 @@ def _remove(path: Path) -> None:
             path.unlink()
     except FileNotFoundError:
         pass
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -14,34 +14,10 @@ import warnings
 from pathlib import Path
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from kdrun.config_tree import config_dir
-
-
-def register_model_zoo(configs: Path) -> None:
-    """Make every file of the one zoo (configs/model/) selectable as `teacher=` and `student=`.
-
-    Hydra has no group aliases; storing each zoo entry under both groups, packaged at
-    teacher.model / student.model, keeps a single folder of architectures while the
-    command line reads `kdrun teacher=cnn student=mlp`.
-    """
-    store = ConfigStore.instance()
-    for path in sorted((configs / "model").glob("*.yaml")):
-        node = OmegaConf.load(path)
-        for role in ("teacher", "student"):
-            store.store(group=role, name=path.stem, node=node, package=f"{role}.model")
-
-
-def register_recipes(configs: Path) -> None:
-    """Make every training recipe (configs/recipe/) selectable as `teacher_recipe=` and `student_recipe=`,
-    merged into teacher / student, so each stage picks its own budget, optimiser and schedule."""
-    store = ConfigStore.instance()
-    for path in sorted((configs / "recipe").glob("*.yaml")):
-        node = OmegaConf.load(path)
-        for role in ("teacher", "student"):
-            store.store(group=f"{role}_recipe", name=path.stem, node=node, package=role)
+from kdrun.config.roles import ROLE_GROUPS, register_role_groups
+from kdrun.config.tree import config_dir
 
 
 # configs/hydra/launcher/joblib.yaml deliberately replaces the joblib plugin's preset of the same name;
@@ -49,13 +25,7 @@ def register_recipes(configs: Path) -> None:
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/joblib' is validated against ConfigStore schema")
 
 CONFIGS = config_dir()
-register_model_zoo(CONFIGS)
-register_recipes(CONFIGS)
-
-
 HELP_FLAGS = ("--help", "-h")
-# served by teacher= / student= and teacher_recipe= / student_recipe= (register_model_zoo, register_recipes)
-ROLE_GROUPS = {"model": ("teacher", "student"), "recipe": ("teacher_recipe", "student_recipe")}
 
 
 def main() -> float | None:
@@ -73,6 +43,7 @@ def main() -> float | None:
             print(f"kdrun: {error}", file=sys.stderr)
             raise SystemExit(2) from None
         return None
+    register_role_groups(CONFIGS)
     try:
         return hydra_main()
     except SystemExit as exit_:
@@ -109,7 +80,7 @@ def _record_composition_error(error: BaseException) -> None:
         run_dir = Path(str(OmegaConf.select(cfg, "hydra.run.dir")))
     except (HydraException, ValueError):
         return  # the location settings themselves are what is wrong
-    from kdrun.sweep_callbacks import write_job_status
+    from kdrun.jobs.status import write_job_status
 
     write_job_status(run_dir, error, status="invalid configuration")
 def config_groups() -> dict[str, list[str]]:
@@ -129,6 +100,7 @@ def help_text(overrides: list[str]) -> str:
     """What `kdrun --help [overrides]` prints: the header, the groups and the composed config, as Hydra lays them out."""
     from hydra import compose, initialize_config_dir
 
+    register_role_groups(CONFIGS)
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3", job_name="kdrun"):
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     help_cfg = cfg.hydra.help
@@ -148,10 +120,11 @@ def hydra_main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from kdrun.distributed import process_rank
+    from kdrun.engine.distributed import process_rank
     from kdrun.errors import ConfigError, RunError
     from kdrun.pipeline import run
-    from kdrun.sweep_callbacks import check_launcher_support, describe_disk_full, write_job_status
+    from kdrun.jobs.launchers import check_launcher_support
+    from kdrun.jobs.status import describe_disk_full, write_job_status
 
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)

@@ -55,8 +55,10 @@ def compose(overrides: list[str], output_root: Path):
     from hydra import compose as hydra_compose, initialize_config_dir
     from omegaconf import open_dict
 
-    import kdrun.cli  # noqa: F401  registers the model zoo
-    from kdrun.config_tree import config_dir
+    from kdrun.config.roles import register_role_groups
+
+    register_role_groups()
+    from kdrun.config.tree import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = hydra_compose(config_name="train", overrides=[f"paths.output_root={output_root}", *overrides])
@@ -123,7 +125,7 @@ def PlainModule(student, teacher, schedule, optimizer_cfg):
     import lightning as L
     import torch
 
-    from kdrun.optim import build_optimizer
+    from kdrun.engine.recipes import build_optimizer
 
     class Plain(L.LightningModule):
         def __init__(self):
@@ -153,8 +155,8 @@ class Setup:
         from kdrun.data.datamodule import DataSplits
         from kdrun.data.in_memory import use_fast_path
         from kdrun.models import build_model
-        from kdrun.schedule import build_schedule
-        from kdrun.seeds import resolve_seeds
+        from kdrun.engine.loss_schedule import build_schedule
+        from kdrun.config.seeds import resolve_seeds
 
         self.cfg = compose(overrides, workdir)
         self.ce_schedule_cfg = compose([*overrides, "loss=ce"], workdir)
@@ -191,7 +193,7 @@ class Setup:
         """Seconds for `epochs` student epochs through kdrun's module, data path and Trainer."""
         import torch
 
-        from kdrun.module import DistillationModule
+        from kdrun.engine.module import DistillationModule
 
         torch.manual_seed(1)
         return self._fit(DistillationModule(self.build_student(), self.teacher, schedule, self.cfg.student.optimizer,
@@ -208,7 +210,7 @@ class Setup:
         online, or its logits looked up by sample index from `teacher_outputs`."""
         import torch
 
-        from kdrun.optim import build_optimizer
+        from kdrun.engine.recipes import build_optimizer
 
         schedule = schedule or self.kd_schedule
         torch.manual_seed(1)
@@ -275,7 +277,7 @@ def startup_seconds(repeats: int, *args: str) -> float:
 
 
 def measure_workload(workload: Workload, workdir: Path, epochs: int, repeats: int) -> list[tuple]:
-    from kdrun.teacher_cache import compute_logits
+    from kdrun.teachers.cached_outputs import compute_logits
 
     setup = Setup(workdir, epochs, workload.overrides)
     cache = compute_logits(setup.teacher, setup.splits, setup.device)

@@ -13,9 +13,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-import kdrun.cli  # noqa: F401  registers the model zoo under teacher= and student=
-from kdrun.config_tree import config_dir
+from kdrun.config.roles import register_role_groups
+from kdrun.config.tree import config_dir
 
+register_role_groups()  # teacher=/student= and the recipe groups, as every kdrun entry point does
 # Few epochs: enough to exercise every stage, fast on 2 CPU cores.
 QUICK = ["teacher.epochs=2", "student.epochs=2"]
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from kdrun.config_tree import config_dir
+from kdrun.config.tree import config_dir
 from kdrun.errors import ConfigError
 from kdrun.losses import build_loss
 from kdrun.losses import functional as KF
-from kdrun.schedule import phase_specs
+from kdrun.engine.loss_schedule import phase_specs
 from conftest import compose_config, read_metrics, run_in_process, random_logits
 
 B, K = 6, 4

@@ -47,7 +47,7 @@ def test_hand_written_loop_trains_the_student_kdrun_trains(tmp_path):
         assert torch.allclose(value, through_kdrun[name], atol=1e-5), name
         assert torch.allclose(value, plain[name], atol=1e-5), name
     # and the cached teacher gives the online teacher's updates
-    from kdrun.teacher_cache import compute_logits
+    from kdrun.teachers.cached_outputs import compute_logits
 
     setup.kdrun_fit(setup.kd_schedule, compute_logits(setup.teacher, setup.splits, setup.device))
     for name, value in weights(setup.last_student).items():
@@ -58,7 +58,7 @@ def test_cifar_workload_files_read_as_cifar10(tmp_path):
     benchmark = load_benchmark()
     from kdrun.data.datamodule import DataSplits
     from kdrun.data.in_memory import use_fast_path
-    from kdrun.seeds import resolve_seeds
+    from kdrun.config.seeds import resolve_seeds
 
     workload = benchmark.workloads(tmp_path, quick=True)["cifar"]
     cfg = benchmark.compose(workload.overrides, tmp_path)

@@ -7,7 +7,7 @@ import json
 import yaml
 
 from conftest import QUICK, kdrun_command, read_metrics
-from kdrun.config_tree import config_dir, group_options
+from kdrun.config.tree import config_dir, group_options
 
 
 def test_help_lists_groups_and_zoo_roles(tmp_path):

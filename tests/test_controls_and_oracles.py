@@ -12,7 +12,7 @@ from kdrun.errors import ConfigError
 from kdrun.losses import build_loss
 from kdrun.losses import functional as F
 from kdrun.models import build_model
-from kdrun.module import state_checksum
+from kdrun.engine.module import state_checksum
 from kdrun.pipeline import run
 
 SMALL_GAUSSIAN = ["data=gaussian_binary", "data.n_train=300", "data.n_val=100", "data.n_test=400",
@@ -107,8 +107,8 @@ def test_noisy_biased_teacher_is_eq16():
 
 
 def test_noisy_oracle_is_fixed_per_example_and_per_seed(tmp_path):
-    from kdrun.data.sources import load_source
-    from kdrun.oracle_teachers import build_oracle_teacher
+    from kdrun.data.registry import load_source
+    from kdrun.teachers.oracles import build_oracle_teacher
 
     cfg = compose_config(tmp_path, [*SMALL_GAUSSIAN, "teacher.oracle=noisy_biased", "teacher.oracle_options.sigma=1.0"])
     source = load_source(cfg.data)

@@ -1,4 +1,4 @@
-"""Unit tests for kdrun.data (sources, kappa subsets, DataSplits/loaders) and kdrun.seeds."""
+"""Unit tests for kdrun.data (sources, kappa subsets, DataSplits/loaders) and kdrun.config.seeds."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from scipy.stats import multivariate_normal
 
 from conftest import compose_config
 from kdrun.data.datamodule import DataSplits, StageDataModule
-from kdrun.data.sources import load_source
+from kdrun.data.registry import load_source
 from kdrun.data.subsets import kappa_subsets, seeded_order
 from kdrun.errors import ConfigError
-from kdrun.seeds import Seeds, derive_seed, resolve_seeds
+from kdrun.config.seeds import Seeds, derive_seed, resolve_seeds
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "data"
 DIGITS_TOTAL = 1797

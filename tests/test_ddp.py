@@ -71,8 +71,8 @@ def test_ddp_leaves_the_frozen_teacher_out_of_gradient_and_buffer_sync(tmp_path)
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from kdrun.module import DistillationModule
-    from kdrun.schedule import LossSchedule, PhaseSpec
+    from kdrun.engine.module import DistillationModule
+    from kdrun.engine.loss_schedule import LossSchedule, PhaseSpec
 
     teacher = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
     schedule = LossSchedule([PhaseSpec({"name": "ce", "label_smoothing": 0.0}, None, 0, "student")], total_steps=1)
@@ -96,7 +96,7 @@ def _launcher(target, **options):
 
 
 def test_sweeps_with_several_processes_per_job_only_through_slurm_tasks(tmp_path, monkeypatch):
-    from kdrun import distributed
+    from kdrun.engine import distributed
     from kdrun.errors import ConfigError
 
     cfg = compose_config(tmp_path, ["trainer=ddp", "trainer.accelerator=cpu"])
@@ -126,7 +126,7 @@ def test_multirun_with_the_basic_launcher_fails_before_training(tmp_path):
 
 
 def test_sync_batchnorm_is_refused_on_cpu(tmp_path):
-    from kdrun.distributed import check_distributed_support
+    from kdrun.engine.distributed import check_distributed_support
     from kdrun.errors import ConfigError
 
     cfg = compose_config(tmp_path, ["trainer=ddp", "trainer.accelerator=cpu", "trainer.sync_batchnorm=true"])
@@ -135,7 +135,7 @@ def test_sync_batchnorm_is_refused_on_cpu(tmp_path):
 
 
 def test_world_size_follows_devices_and_nodes():
-    from kdrun.distributed import training_world_size
+    from kdrun.engine.distributed import training_world_size
 
     assert training_world_size({"devices": 2, "num_nodes": 1}) == 2
     assert training_world_size({"devices": [0, 1, 2], "num_nodes": 2}) == 6

@@ -12,7 +12,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from conftest import kdrun_command, read_metrics
-from kdrun.sweep_callbacks import STATUS_FILE, SUMMARY_FILE, SweepRecorder, read_summary, write_job_status
+from kdrun.jobs.status import STATUS_FILE, write_job_status
+from kdrun.jobs.sweep_recorder import SUMMARY_FILE, SweepRecorder, read_summary
 
 TINY = ["teacher.epochs=1", "student.epochs=1", "trainer.enable_progress_bar=false"]
 
@@ -138,8 +139,8 @@ def _append_one(arguments) -> None:
 def test_the_recorder_is_registered_for_every_run():
     from hydra import compose, initialize_config_dir
 
-    from kdrun.config_tree import config_dir
+    from kdrun.config.tree import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="train", return_hydra_config=True)
-    assert cfg.hydra.callbacks.sweep_recorder._target_ == "kdrun.sweep_callbacks.SweepRecorder"
+    assert cfg.hydra.callbacks.sweep_recorder._target_ == "kdrun.jobs.sweep_recorder.SweepRecorder"

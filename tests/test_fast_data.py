@@ -10,7 +10,7 @@ from conftest import compose_config, run_in_process
 from kdrun.data.datamodule import DataSplits
 from kdrun.data.in_memory import in_memory_batches, training_batches, use_fast_path
 from kdrun.errors import ConfigError
-from kdrun.seeds import resolve_seeds
+from kdrun.config.seeds import resolve_seeds
 
 
 def _splits(tmp_path, overrides=()):

@@ -25,11 +25,11 @@ import torch
 from filelock import FileLock
 
 from conftest import compose_config, kdrun_command, read_metrics
-from kdrun import teacher_cache
+from kdrun.teachers import cached_outputs as teacher_cache
 from kdrun.errors import ConfigError, DiskFull, TrainingDiverged
 from kdrun.pipeline import run
-from kdrun.resume import LAST, EpochCheckpoint, checkpoint_dir
-from kdrun.teachers import META, WEIGHTS, file_sha256
+from kdrun.engine.resume import LAST, EpochCheckpoint, checkpoint_dir
+from kdrun.teachers.store import META, WEIGHTS, file_sha256
 
 # Small and quick: an MLP teacher, batches of 128 (11 steps an epoch), no CKA at evaluation.
 LIGHT = ["teacher=mlp", "teacher.model.width=64", "data.batch_size=128", "evaluation.cka_samples=0"]
@@ -205,12 +205,12 @@ def test_a_read_only_store_without_cached_logits_serves_the_teacher_and_computes
 
 
 def test_a_read_only_store_without_the_teacher_stops_before_training(tmp_path, monkeypatch, tree_snapshot):
-    import kdrun.teachers
+    import kdrun.teachers.store
 
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(kdrun.teachers.tempfile, "NamedTemporaryFile", denied)
+    monkeypatch.setattr(kdrun.teachers.store.tempfile, "NamedTemporaryFile", denied)
     with pytest.raises(ConfigError, match=r"teacher.store=.* cannot be written .* holds no teacher"):
         run(config(tmp_path, FAST), tmp_path / "runs" / "a")
     assert not (tmp_path / "runs").exists() and entries(tmp_path / "teacher_store") == []
@@ -257,7 +257,7 @@ def test_a_full_disk_while_checkpointing_names_the_directory_and_leaves_no_stagi
 
 def test_a_full_disk_while_storing_the_teacher_leaves_no_staging_folder(tmp_path, monkeypatch):
     import kdrun.atomic_files
-    import kdrun.teachers
+    import kdrun.teachers.store
 
     save = torch.save
 
@@ -267,7 +267,7 @@ def test_a_full_disk_while_storing_the_teacher_leaves_no_staging_folder(tmp_path
         Path(path).write_bytes(b"partial")
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
 
-    monkeypatch.setattr(kdrun.teachers.torch, "save", torch_full)
+    monkeypatch.setattr(kdrun.teachers.store.torch, "save", torch_full)
     monkeypatch.setattr(kdrun.atomic_files.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(100, 100, 0))
     with pytest.raises(DiskFull, match=f"no space left on {tmp_path / 'teacher_store'}"):
         run(config(tmp_path, FAST), tmp_path / "runs" / "a")
@@ -308,7 +308,7 @@ def test_the_growth_check_can_be_switched_off(trained_store):
 
 
 def _guard(**settings):
-    from kdrun.divergence import DivergenceGuard, DivergenceSettings
+    from kdrun.engine.divergence import DivergenceGuard, DivergenceSettings
 
     return DivergenceGuard("student", DivergenceSettings(**settings), sync_every=50)
 
@@ -336,7 +336,7 @@ def test_guard_resets_at_a_phase_change_and_pauses_in_blend_windows():
 
 
 def test_guard_non_finite_is_always_checked_and_bad_settings_are_config_errors():
-    from kdrun.divergence import DivergenceSettings
+    from kdrun.engine.divergence import DivergenceSettings
 
     guard = _guard(enabled=False)
     guard.observe(0, torch.tensor(1.0), phase=0)
@@ -488,7 +488,7 @@ def test_a_real_full_disk_stops_the_run_with_no_space_left_and_no_orphans(tmp_pa
 
 
 def test_a_full_disk_anywhere_in_the_run_is_reported_as_such(tmp_path):
-    from kdrun.sweep_callbacks import describe_disk_full
+    from kdrun.jobs.status import describe_disk_full
 
     error = describe_disk_full(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "logs" / "x.csv")),
                                tmp_path)

@@ -7,12 +7,12 @@ import torch
 from torch import nn
 
 from kdrun.errors import ConfigError
-from kdrun.feature_taps import FeatureTap, random_copy
+from kdrun.losses.feature_taps import FeatureTap, random_copy
 from kdrun.losses import build_loss
 from kdrun.losses import functional as F
 from kdrun.models import build_model
-from kdrun.module import DistillationModule
-from kdrun.schedule import LossSchedule, PhaseSpec
+from kdrun.engine.module import DistillationModule
+from kdrun.engine.loss_schedule import LossSchedule, PhaseSpec
 from tests.conftest import read_metrics, run_in_process
 
 DIGITS_SHAPE = (1, 8, 8)

@@ -11,9 +11,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from conftest import kdrun_command, read_metrics
-from kdrun.config_tree import config_dir
+from kdrun.config.tree import config_dir
 from kdrun.errors import ConfigError
-from kdrun.sweep_callbacks import STATUS_FILE, check_launcher_support, read_summary
+from kdrun.jobs.launchers import check_launcher_support
+from kdrun.jobs.status import STATUS_FILE
+from kdrun.jobs.sweep_recorder import read_summary
 
 TINY = ["teacher.epochs=1", "student.epochs=1", "trainer.enable_progress_bar=false"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import OmegaConf
 
 from conftest import QUICK, kdrun_command
-from kdrun.loggers import wandb_mode
+from kdrun.engine.loggers import wandb_mode
 
 
 def test_wandb_logger_writes_offline_runs_for_both_stages(tmp_path):

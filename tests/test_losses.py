@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from conftest import random_logits
 
-from kdrun.config_tree import config_dir
+from kdrun.config.tree import config_dir
 from kdrun.errors import ConfigError
 from kdrun.losses import LOSSES, build_loss
 from kdrun.losses import functional as KF
@@ -291,7 +291,7 @@ KD = {"name": "kd", "alpha": 0.5, "temperature": 2.0, "t_squared": True}
 def test_every_registered_loss_has_a_config_file_and_every_file_builds():
     from omegaconf import OmegaConf
 
-    from kdrun.config_tree import config_dir
+    from kdrun.config.tree import config_dir
 
     files = sorted((config_dir() / "loss").glob("*.yaml"))
     assert set(LOSSES) == {OmegaConf.load(path).name for path in files}

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import read_metrics, run_in_process
 from kdrun.errors import ConfigError
-from kdrun.evaluate import EvaluationOptions, collect_outputs
+from kdrun.evaluation.evaluate import EvaluationOptions, collect_outputs
 from kdrun.metrics import (activation_distance, auroc, bias_variance_decomposition, classification_metrics,
                            conditional_agreement, js_divergence, kl_divergence, linear_cka, mse_to_bayes,
                            precision_at_k, rank_disagreement, similarity_metrics, top_k_accuracy)

@@ -14,7 +14,7 @@ from kdrun.callbacks.snapshots import snapshot_steps
 from kdrun.data.datamodule import DataSplits
 from kdrun.errors import ConfigError
 from kdrun.metrics.per_sample import log_odds, per_sample_outputs, per_sample_table
-from kdrun.seeds import resolve_seeds
+from kdrun.config.seeds import resolve_seeds
 
 # 300 training samples in batches of 64: 5 steps per epoch, 10 student steps in 2 epochs.
 TINY = ["data=gaussian_binary", "data.n_train=300", "data.n_val=100", "data.n_test=400",

@@ -8,8 +8,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import compose_config
-from kdrun.config_tree import config_dir
-from kdrun.validate import validate_config
+from kdrun.config.tree import config_dir
+from kdrun.config.validate import validate_config
 
 PRESETS = sorted(str(p.relative_to(config_dir() / "experiment").with_suffix(""))
                  for p in (config_dir() / "experiment").rglob("*.yaml"))

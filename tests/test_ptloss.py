@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from kdrun.config_tree import config_dir
+from kdrun.config.tree import config_dir
 from kdrun.errors import ConfigError
 from kdrun.losses import build_loss
 from kdrun.losses import functional as F
@@ -203,7 +203,7 @@ TINY = ["data=gaussian_mixture", "data.n_train=300", "data.n_val=120", "data.n_t
 
 
 def test_search_writes_candidates_and_coefficients_that_training_loads(tmp_path):
-    from kdrun.ptloss_search import search
+    from kdrun.search.ptloss import search
 
     torch.set_default_dtype(torch.float32)  # as in a real run
     overrides = [f"paths.output_root={tmp_path}", *TINY, "search.max_order=2", "search.trials=3",
@@ -232,7 +232,7 @@ def test_search_writes_candidates_and_coefficients_that_training_loads(tmp_path)
 
 
 def test_search_rejects_bad_options():
-    from kdrun.ptloss_search import check_search_config
+    from kdrun.search.ptloss import check_search_config
 
     with pytest.raises(ConfigError, match=r"search.range"):
         check_search_config({"max_order": 5, "order": None, "trials": 1, "dev_size": 1, "max_iterations": 1,

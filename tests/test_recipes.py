@@ -8,9 +8,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from kdrun.config_tree import config_dir
+from kdrun.config.tree import config_dir
 from kdrun.errors import ConfigError
-from kdrun.optim import build_lr_scheduler, build_optimizer, lr_factor, plan_steps
+from kdrun.engine.recipes import build_lr_scheduler, build_optimizer, check_recipe, lr_factor, plan_steps
 
 
 def recipe(name: str):
@@ -97,6 +97,7 @@ def test_optimisers_and_the_weight_decay_exclusion():
 def test_bad_recipe_values_are_refused(optimizer, schedule, fragment):
     cfg = OmegaConf.merge(recipe("adam"), {"optimizer": optimizer, "lr_schedule": schedule})
     with pytest.raises(ConfigError, match=fragment):
+        check_recipe(cfg, "student")  # the run's validation; the warm-up against the budget when planned
         plan = plan_steps(cfg.lr_schedule, 10, 200, "student")
         build_optimizer(cfg.optimizer, [torch.nn.Parameter(torch.zeros(1))], "student")
         assert plan
@@ -117,7 +118,7 @@ import csv  # noqa: E402
 import yaml  # noqa: E402
 
 from conftest import QUICK, compose_config, kdrun_command, run_in_process  # noqa: E402
-from kdrun.pipeline import resolve_precision  # noqa: E402
+from kdrun.engine.trainer import resolve_precision  # noqa: E402
 
 SMALL = ["data=gaussian_binary", "data.n_train=200", "data.n_val=64", "data.n_test=100", "teacher=mlp",
          "student=mlp", "teacher.model.width=16", "student.model.width=16"]
@@ -168,9 +169,9 @@ def test_the_teacher_key_follows_the_teacher_recipe_only(tmp_path):
 
 def test_gradient_clipping_and_precision_reach_the_trainer(tmp_path):
     from kdrun.data.datamodule import DataSplits
-    from kdrun.optim import stage_budget
-    from kdrun.pipeline import _trainer
-    from kdrun.seeds import resolve_seeds
+    from kdrun.engine.recipes import stage_budget
+    from kdrun.engine.trainer import build_trainer as _trainer
+    from kdrun.config.seeds import resolve_seeds
 
     cfg = compose_config(tmp_path, [*SMALL, "student.gradient_clip_val=0.5"])
     splits = DataSplits.build(cfg.data, resolve_seeds(cfg.seed, cfg.seeds))

@@ -51,7 +51,7 @@ def test_a_killed_run_resumes_the_student_and_ends_as_an_uninterrupted_run(tmp_p
 def test_no_resume_once_the_run_has_finished(tmp_path):
     import torch
 
-    from kdrun.resume import StageOwner, checkpoint_dir, plan_resume
+    from kdrun.engine.resume import StageOwner, checkpoint_dir, plan_resume
 
     run_dir = tmp_path / "run"
     owner = StageOwner.of("student", {"loss": {"name": "kd"}})
@@ -65,7 +65,7 @@ def test_no_resume_once_the_run_has_finished(tmp_path):
 
 
 def test_batch_order_digest_survives_a_checkpoint():
-    from kdrun.resume import RunningDigest
+    from kdrun.engine.resume import RunningDigest
 
     whole = RunningDigest()
     for epoch in (b"a", b"b", b"c"):
@@ -82,10 +82,10 @@ def test_under_slurm_lightning_does_not_requeue_itself(tmp_path, monkeypatch):
     """submitit's launcher owns requeueing (USR2, same directory, resume from last.ckpt)."""
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    from kdrun.optim import stage_budget
+    from kdrun.engine.recipes import stage_budget
     from kdrun.data.datamodule import DataSplits
-    from kdrun.pipeline import _trainer
-    from kdrun.seeds import resolve_seeds
+    from kdrun.engine.trainer import build_trainer as _trainer
+    from kdrun.config.seeds import resolve_seeds
 
     for name, value in {"SLURM_JOB_ID": "123", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "kdrun", "SLURM_PROCID": "0",
                         "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "node1"}.items():

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from conftest import random_logits
 
-from kdrun.config_tree import config_dir
+from kdrun.config.tree import config_dir
 from kdrun.errors import ConfigError
 from kdrun.losses import build_loss
 from kdrun.losses import functional as KF

@@ -6,10 +6,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from kdrun.config_tree import config_dir, group_options
+from kdrun.config.tree import config_dir, group_options
 from kdrun.errors import ConfigError
 from kdrun.losses import LOSSES, build_loss
-from kdrun.schedule import LossSchedule, PhaseSpec, build_schedule, phase_specs, switch_steps
+from kdrun.engine.loss_schedule import LossSchedule, PhaseSpec, build_schedule, phase_specs, switch_steps
 
 DT = torch.float64
 CE_DEFAULTS = {"name": "ce", "label_smoothing": 0.0}  # configs/loss/ce.yaml

@@ -9,7 +9,7 @@ from conftest import compose_config, run_in_process
 from kdrun.data.datamodule import WITHHELD_LABEL, DataSplits
 from kdrun.errors import ConfigError
 from kdrun.pipeline import run
-from kdrun.seeds import resolve_seeds
+from kdrun.config.seeds import resolve_seeds
 
 DISTILL4 = ["data=gaussian_mixture", "data.n_train=600", "data.n_val=150", "data.n_test=300",
             "data.split=distill4", "teacher=mlp", "student=mlp"]

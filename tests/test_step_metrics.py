@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from kdrun.callbacks.progress import EpochLogLine, StageProgressBar
-from kdrun.module import DistillationModule
-from kdrun.step_metrics import StepMetricBuffer
+from kdrun.engine.module import DistillationModule
+from kdrun.engine.step_metrics import StepMetricBuffer
 
 from conftest import run_in_process
 
@@ -158,7 +158,7 @@ def test_epoch_log_line_without_a_loss_yet(caplog):
 
 
 def test_sync_every_is_at_least_one():
-    from kdrun.schedule import LossSchedule, PhaseSpec
+    from kdrun.engine.loss_schedule import LossSchedule, PhaseSpec
 
     schedule = LossSchedule([PhaseSpec({"name": "ce", "label_smoothing": 0.0}, None, 0, "teacher")], total_steps=1)
     module = DistillationModule(torch.nn.Linear(2, 2), None, schedule, {"name": "adam", "lr": 0.1}, 2, "teacher",

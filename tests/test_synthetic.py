@@ -11,7 +11,7 @@ from scipy.special import expit
 from scipy.stats import multivariate_normal
 
 from conftest import compose_config
-from kdrun.data.sources import load_source
+from kdrun.data.registry import load_source
 from kdrun.data.synthetic import gaussian_binary_mean_scale, gaussian_mixture_means
 from kdrun.errors import ConfigError
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kdrun.teacher_cache as teacher_cache
+import kdrun.teachers.cached_outputs as teacher_cache
 from conftest import compose_config, run_in_process
 from kdrun.data.datamodule import DataSplits
 from kdrun.errors import ConfigError
 from kdrun.models import build_model
-from kdrun.module import DistillationModule
-from kdrun.schedule import build_schedule
-from kdrun.seeds import resolve_seeds
-from kdrun.teachers import TeacherResult
+from kdrun.engine.module import DistillationModule
+from kdrun.engine.loss_schedule import build_schedule
+from kdrun.config.seeds import resolve_seeds
+from kdrun.teachers.store import TeacherResult
 
 
 def _setup(tmp_path, overrides=()):
@@ -34,7 +34,8 @@ def _module(cfg, splits, teacher, student, schedule, outputs):
 def test_cached_and_online_teacher_give_the_same_loss_on_a_batch(tmp_path):
     cfg, splits, teacher, student, schedule = _setup(tmp_path)
     # an imported teacher (no store key): the logits are cached for this run only
-    cached = teacher_cache.teacher_outputs(cfg, splits, TeacherResult(teacher, "imported", None, tmp_path), schedule)
+    cached = teacher_cache.teacher_outputs(cfg, splits, TeacherResult(teacher, "imported", None, tmp_path),
+                                           teacher_cache.check_cache_config(cfg, schedule))
     assert cached is not None and cached.where == "run" and cached.logits["train"].dtype == torch.float32
     online = _module(cfg, splits, teacher, student, schedule, None)
     from_cache = _module(cfg, splits, teacher, student, schedule, cached.logits)

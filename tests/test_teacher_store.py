@@ -1,4 +1,4 @@
-"""Unit tests for the content-addressed teacher store and external teacher checkpoints (kdrun.teachers)."""
+"""Unit tests for the content-addressed teacher store and external teacher checkpoints (kdrun.teachers.store)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from kdrun.errors import ConfigError
-from kdrun.teachers import META, WEIGHTS, TeacherStore, file_sha256, load_teacher_checkpoint, teacher_key
+from kdrun.teachers.imported import load_teacher_checkpoint
+from kdrun.teachers.store import META, WEIGHTS, TeacherStore, file_sha256, teacher_key
 
 IDENTITY = {"data": "digits", "architecture": {"name": "linear", "in": 4, "out": 3}, "seed": 0, "epochs": 2}
 
@@ -42,25 +43,33 @@ def same_weights(a: nn.Module, b: nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def get_or_train(store: TeacherStore, identity: dict, build, train):
+    """The stored teacher, or `train` it under the entry's claim and publish it (as the pipeline does)."""
+    with store.claim(identity, build) as claim:
+        if claim.found:
+            return claim.found
+        return claim.publish(train(claim.model))
+
+
 def tmp_leftovers(root: Path) -> list[Path]:
     return list(root.glob(".tmp-*"))
 
 
 # --------------------------------------------------------------------------------------------
-# get_or_train
+# claim: reuse or train once
 # --------------------------------------------------------------------------------------------
 
 def test_first_call_trains_second_reuses(tmp_path):
     store = TeacherStore(tmp_path / "store")
     spy = TrainSpy({"val/acc": 0.75})
-    first = store.get_or_train(IDENTITY, build_linear, spy)
+    first = get_or_train(store, IDENTITY, build_linear, spy)
     assert spy.calls == 1
     assert first.source == "trained"
     assert first.key == teacher_key(IDENTITY)
     assert first.path == tmp_path / "store" / first.key
 
     again = TrainSpy()
-    second = store.get_or_train(dict(IDENTITY), build_linear, again)
+    second = get_or_train(store, dict(IDENTITY), build_linear, again)
     assert again.calls == 0
     assert second.source == "reused"
     assert second.key == first.key and second.path == first.path
@@ -79,20 +88,20 @@ def test_identity_key_ignores_dict_order_but_not_values():
 def test_different_identity_trains_again(tmp_path):
     store = TeacherStore(tmp_path)
     spy = TrainSpy()
-    a = store.get_or_train(IDENTITY, build_linear, spy)
-    b = store.get_or_train({**IDENTITY, "seed": 1}, build_linear, spy)
+    a = get_or_train(store, IDENTITY, build_linear, spy)
+    b = get_or_train(store, {**IDENTITY, "seed": 1}, build_linear, spy)
     assert spy.calls == 2
     assert a.source == b.source == "trained"
     assert a.key != b.key and a.path != b.path
     assert a.path.is_dir() and b.path.is_dir()
     # both remain reusable
-    c = store.get_or_train(IDENTITY, build_linear, spy)
+    c = get_or_train(store, IDENTITY, build_linear, spy)
     assert spy.calls == 2 and c.source == "reused" and same_weights(a.model, c.model)
 
 
 def test_entry_layout_and_meta(tmp_path):
     store = TeacherStore(tmp_path / "store")
-    result = store.get_or_train(IDENTITY, build_linear, TrainSpy({"val/acc": 0.9}))
+    result = get_or_train(store, IDENTITY, build_linear, TrainSpy({"val/acc": 0.9}))
     entry = result.path
     assert sorted(p.name for p in entry.iterdir()) == sorted([WEIGHTS, META])
     meta = json.loads((entry / META).read_text())
@@ -116,11 +125,11 @@ def test_training_failure_leaves_no_entry_and_the_next_call_trains(tmp_path):
         raise RuntimeError("out of memory")
 
     with pytest.raises(RuntimeError, match="out of memory"):
-        store.get_or_train(IDENTITY, build_linear, broken)
+        get_or_train(store, IDENTITY, build_linear, broken)
     assert not store.entry(teacher_key(IDENTITY)).exists()
     assert tmp_leftovers(tmp_path) == []
     spy = TrainSpy()
-    assert store.get_or_train(IDENTITY, build_linear, spy).source == "trained" and spy.calls == 1
+    assert get_or_train(store, IDENTITY, build_linear, spy).source == "trained" and spy.calls == 1
 
 
 def _corrupt_garbage(entry: Path) -> None:
@@ -170,12 +179,12 @@ def _corrupt_missing_weights(entry: Path) -> None:
 def test_corrupt_entry_is_quarantined_and_rebuilt(tmp_path, corrupt):
     root = tmp_path / "store"
     store = TeacherStore(root)
-    first = store.get_or_train(IDENTITY, build_linear, TrainSpy())
+    first = get_or_train(store, IDENTITY, build_linear, TrainSpy())
     corrupt(first.path)
     bad_files = sorted(p.name for p in first.path.iterdir())
 
     spy = TrainSpy()
-    second = store.get_or_train(IDENTITY, build_linear, spy)
+    second = get_or_train(store, IDENTITY, build_linear, spy)
     assert spy.calls == 1
     assert second.source == "trained"
     assert second.path == first.path
@@ -190,7 +199,7 @@ def test_corrupt_entry_is_quarantined_and_rebuilt(tmp_path, corrupt):
     meta = json.loads((second.path / META).read_text())
     assert meta["weights_sha256"] == file_sha256(second.path / WEIGHTS)
     third_spy = TrainSpy()
-    third = store.get_or_train(IDENTITY, build_linear, third_spy)
+    third = get_or_train(store, IDENTITY, build_linear, third_spy)
     assert third_spy.calls == 0 and third.source == "reused"
     assert same_weights(third.model, second.model)
     assert tmp_leftovers(root) == []
@@ -204,7 +213,7 @@ def _concurrent_worker(store_root: str, train_log: str, out_path: str, barrier) 
     """Run in a spawned process: wait for the others, then ask the store for the same teacher."""
     import torch as _torch
 
-    from kdrun.teachers import TeacherStore as _Store
+    from kdrun.teachers.store import TeacherStore as _Store
 
     def train(model):
         time.sleep(1.0)
@@ -216,7 +225,7 @@ def _concurrent_worker(store_root: str, train_log: str, out_path: str, barrier) 
         return {"pid": os.getpid()}
 
     barrier.wait(timeout=60)
-    result = _Store(store_root).get_or_train(IDENTITY, build_linear, train)
+    result = get_or_train(_Store(store_root), IDENTITY, build_linear, train)
     _torch.save({"source": result.source, "state": result.model.state_dict()}, out_path)
 
 
@@ -294,8 +303,8 @@ def test_load_lightning_state_dict_without_prefix(tmp_path):
 
 
 def test_load_checkpoint_of_a_distillation_module(tmp_path):
-    from kdrun.module import DistillationModule
-    from kdrun.schedule import LossSchedule, PhaseSpec
+    from kdrun.engine.module import DistillationModule
+    from kdrun.engine.loss_schedule import LossSchedule, PhaseSpec
 
     student, teacher = nn.Linear(4, 3), nn.Linear(4, 3)
     schedule = LossSchedule([PhaseSpec({"name": "ce", "label_smoothing": 0.0}, None, 0, "student")], total_steps=1)

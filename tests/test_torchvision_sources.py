@@ -23,8 +23,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import run_in_process
-from kdrun.config_tree import config_dir
-from kdrun.data.sources import load_source
+from kdrun.config.tree import config_dir
+from kdrun.data.registry import load_source
 from kdrun.errors import ConfigError
 
 N_TRAIN, N_TEST = 40, 20  # every 10-class dataset below; 4 training images per class

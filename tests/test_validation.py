@@ -16,7 +16,7 @@ from omegaconf import OmegaConf, open_dict
 from conftest import compose_config, run_in_process
 from kdrun.errors import ConfigError
 from kdrun.pipeline import run
-from kdrun.validate import check_trainer_settings, validate_config
+from kdrun.config.validate import check_trainer_settings, check_trainer_values, validate_config
 
 SEED_RANGE = "[0, 4294967295]"
 GAUSSIAN = ["data=gaussian_binary", "teacher=mlp"]
@@ -374,9 +374,11 @@ def test_check_trainer_settings_turns_lightnings_errors_into_config_errors(tmp_p
     assert torch.are_deterministic_algorithms_enabled() == deterministic_before  # the throwaway left no trace
     for bad, fragment in [({"accelerator": "abc"}, "invalid accelerator name"),
                           ({"precision": "17"}, "Precision '17' is invalid"),
-                          ({"foo": 1}, "unexpected keyword argument 'foo'"),
-                          ({"log_every_n_steps": 0}, "trainer.log_every_n_steps=0"),
-                          ({"enable_progress_bar": 1}, "trainer.enable_progress_bar=1")]:
+                          ({"foo": 1}, "unexpected keyword argument 'foo'")]:
         with pytest.raises(ConfigError, match=fragment):
             check_trainer_settings({**good, **bad})
+    for bad, fragment in [({"log_every_n_steps": 0}, "trainer.log_every_n_steps=0"),  # Lightning would accept these
+                          ({"enable_progress_bar": 1}, "trainer.enable_progress_bar=1")]:
+        with pytest.raises(ConfigError, match=fragment):
+            check_trainer_values({**good, **bad})
     assert tree_snapshot(tmp_path) == {}, "constructing the throwaway Trainer wrote files"

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from kdrun.errors import ConfigError
-from kdrun.value_checks import (SEED_MAX, check_choice, check_flag, check_fraction, check_keys, check_list,
+from kdrun.config.checks import (SEED_MAX, check_choice, check_flag, check_fraction, check_keys, check_list,
                                 check_mapping, check_number, check_seed, check_string, check_whole_number, show)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -11,12 +12,21 @@ from torch import nn
 from kdrun.callbacks.eigenspace import EigenspaceTrajectory, check_eigenspace_config
 from kdrun.callbacks.snapshots import SNAPSHOT_SPLITS, LogitSnapshots, snapshot_steps
 from kdrun.errors import ConfigError
-from kdrun.value_checks import check_keys, check_list, check_mapping
+from kdrun.config.checks import check_keys, check_list, check_mapping
 
 
-def check_analysis_config(analysis) -> tuple[list, list, dict]:
-    """(snapshot points, snapshot splits, eigenspace options) of the `analysis` block, checked from the
-    config alone whether or not an analysis is on (snapshot steps against the run's length: later)."""
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """The `analysis` block, checked: snapshot points and splits, eigenspace options."""
+
+    snapshot_at: list
+    snapshot_splits: list
+    eigenspace: dict
+
+
+def check_analysis_config(analysis) -> AnalysisSettings:
+    """The `analysis` block, checked from the config alone whether or not an analysis is on (snapshot
+    steps against the run's length: when the callbacks are built)."""
     analysis = check_mapping(analysis, "analysis", allow_none=True) or {}
     check_keys(analysis, "analysis", ("snapshots", "eigenspace"))
     snapshots = check_mapping(analysis.get("snapshots"), "analysis.snapshots", allow_none=True) or {}
@@ -29,12 +39,14 @@ def check_analysis_config(analysis) -> tuple[list, list, dict]:
             or any(split not in SNAPSHOT_SPLITS for split in chosen)):
         raise ConfigError(f"analysis.snapshots.splits={_listed(chosen)!r} is not a list of splits; allowed: a "
                           f"non-empty list of {', '.join(SNAPSHOT_SPLITS)}")
-    return at, list(chosen), check_eigenspace_config(analysis.get("eigenspace"))
+    return AnalysisSettings(list(at), list(chosen), check_eigenspace_config(analysis.get("eigenspace")))
 
 
-def analysis_callbacks(cfg, splits, student: nn.Module, output_dir: Path, total_steps: int) -> list[Callback]:
-    """Callbacks for `cfg.analysis` (none when the block is absent or everything is off)."""
-    at, chosen, eigenspace = check_analysis_config(cfg.get("analysis"))
+def analysis_callbacks(cfg, splits, student: nn.Module, output_dir: Path, total_steps: int,
+                       settings: AnalysisSettings | None = None) -> list[Callback]:
+    """Callbacks for the analysis `settings` (checked; by default from `cfg.analysis`), none when all are off."""
+    settings = settings or check_analysis_config(cfg.get("analysis"))
+    at, chosen, eigenspace = settings.snapshot_at, settings.snapshot_splits, settings.eigenspace
     callbacks: list[Callback] = []
     steps = snapshot_steps(at, total_steps)
     if steps:

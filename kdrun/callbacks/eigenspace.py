@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from kdrun.callbacks.snapshots import untouched_rng
 from kdrun.errors import ConfigError
-from kdrun.value_checks import check_flag, check_keys, check_list, check_mapping, check_seed, check_whole_number
+from kdrun.config.checks import check_flag, check_keys, check_list, check_mapping, check_seed, check_whole_number
 
 EIGENSPACE_ARCHITECTURES = ("random_features", "mlp")
 CSV_COLUMNS = ("step", "direction", "kind", "eigenvalue", "norm")

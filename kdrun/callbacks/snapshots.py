@@ -22,8 +22,8 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
 from kdrun.errors import ConfigError
-from kdrun.evaluate import collect_logits
-from kdrun.value_checks import is_number
+from kdrun.evaluation.evaluate import collect_logits
+from kdrun.config.checks import is_number
 
 SNAPSHOT_SPLITS = ("train", "val", "test")
 

@@ -1,6 +1,9 @@
-"""Data: sources (embedded, synthetic), kappa subsets, and the per-stage DataModule."""
+"""Data: sources (embedded, synthetic, torchvision formats), kappa subsets, label noise, and the per-stage
+DataModule. The sources register themselves when imported here (kdrun.data.registry)."""
 
-from kdrun.data.sources import SOURCES, Split, SourceSplits, load_source, register_source
+from kdrun.data import embedded, synthetic, torchvision_sources  # noqa: F401  (register themselves)
+from kdrun.data.registry import SOURCES, load_source, register_source
+from kdrun.data.sources import Split, SourceSplits
 from kdrun.data.subsets import kappa_subsets, seeded_order
 
 __all__ = ["SOURCES", "Split", "SourceSplits", "load_source", "register_source", "kappa_subsets", "seeded_order"]

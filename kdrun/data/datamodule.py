@@ -11,15 +11,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from kdrun.config_tree import auto_switch
+from kdrun.config.checks import auto_switch
 from kdrun.data.noise import apply_label_noise, check_label_noise_config
 from kdrun.data.samplers import EpochSeededSampler
-from kdrun.data.sources import SourceSplits, check_source_config, load_source
+from kdrun.data.registry import load_source
+from kdrun.data.sources import SourceSplits
 from kdrun.data.subsets import check_subset_config, kappa_subsets, seeded_order
 from kdrun.data.transforms import PRESETS, build_transforms
 from kdrun.errors import ConfigError
-from kdrun.seeds import Seeds
-from kdrun.value_checks import (check_choice, check_flag, check_fraction, check_mapping, check_number,
+from kdrun.config.seeds import Seeds
+from kdrun.config.checks import (check_choice, check_flag, check_fraction, check_mapping, check_number,
                                 check_whole_number)
 
 # The label a student sees on paper 004's distill split. Any loss that reads it fails loudly
@@ -29,11 +30,10 @@ SPLIT_PRESETS = ("standard", "distill4")
 
 
 def check_data_config(cfg) -> None:
-    """Every `data.*` setting that the config alone decides: those every source shares (configs/train.yaml)
-    and the source's own (configs/data/<source>.yaml). What needs the data (kappa against the pool's
-    size, the noise mapping against its classes) is checked while the splits are built."""
+    """Every `data.*` setting every source shares (configs/train.yaml); the source's own settings are
+    checked by load_source, and what needs the data (kappa against the pool's size, the noise mapping
+    against its classes) while the splits are built."""
     check_mapping(cfg, "data")
-    check_source_config(cfg)
     check_whole_number(cfg.get("batch_size"), "data.batch_size", minimum=1)
     check_whole_number(cfg.get("num_workers", 0), "data.num_workers", minimum=0,
                        meaning="data-loader worker processes; 0 loads in the training process")
@@ -146,9 +146,12 @@ class DataSplits:
         if stage == "teacher":
             return self.loader("train", self.teacher_indices, order_seed, augment=True, batch_size=batch_size,
                                drop_last=drop_last, shard=shard)
-        labels = np.full(len(self.train_labels), WITHHELD_LABEL) if self.student_labels_withheld else None
-        return self.loader("train", self.student_indices, order_seed, augment=True, labels=labels,
+        return self.loader("train", self.student_indices, order_seed, augment=True, labels=self.student_labels(),
                            batch_size=batch_size, drop_last=drop_last, shard=shard)
+
+    def student_labels(self):
+        """The labels the student trains with in place of the pool's: WITHHELD_LABEL under distill4, else None."""
+        return np.full(len(self.train_labels), WITHHELD_LABEL) if self.student_labels_withheld else None
 
     def steps_per_epoch(self, stage: str, batch_size: int | None = None, drop_last: bool = False) -> int:
         size = len(self.teacher_indices if stage == "teacher" else self.student_indices)
@@ -218,7 +221,7 @@ class StageDataModule(L.LightningDataModule):
             return None
         if self.trainer.world_size != self.splits.world_size:
             raise RuntimeError(f"{self.trainer.world_size} processes train, but the step budget was planned for "
-                               f"{self.splits.world_size} (kdrun.distributed.training_world_size)")
+                               f"{self.splits.world_size} (kdrun.engine.distributed.training_world_size)")
         return self.trainer.global_rank, self.trainer.world_size
 
     def test_dataloader(self) -> DataLoader:

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from kdrun.data.samplers import epoch_permutation
 from kdrun.data.transforms import augments
-from kdrun.config_tree import auto_switch_applies
-from kdrun.errors import ConfigError
+from kdrun.config.checks import auto_switch_applies
 
 
 
@@ -73,12 +73,6 @@ def use_fast_path(data_cfg, splits) -> bool:
     """Whether both stages batch in memory (ConfigError for `fast_path=true` where it cannot apply)."""
     return auto_switch_applies(data_cfg, "fast_path", "data", lambda: fast_path_obstacle(data_cfg, splits),
                                "needs an in-memory source without augmentation and with num_workers=0")
-
-
-def epoch_permutation(size: int, seed: int, epoch: int) -> torch.Tensor:
-    """The order of epoch `epoch`: a pure function of (seed, epoch), so any epoch can be replayed."""
-    state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0]
-    return torch.randperm(size, generator=torch.Generator().manual_seed(int(state)))
 
 
 class EpochCounter:
@@ -144,11 +138,8 @@ def in_memory_batches(splits, split: str, indices: np.ndarray | None = None, ord
 def training_batches(splits, stage: str, order_seed: int, batch_size: int | None = None, drop_last: bool = False,
                      device: torch.device | str = "cpu") -> InMemoryBatches:
     """The in-memory twin of `DataSplits.training_loader`: the stage's samples and labels, shuffled per epoch."""
-    from kdrun.data.datamodule import WITHHELD_LABEL
-
     if stage == "teacher":
         return in_memory_batches(splits, "train", splits.teacher_indices, order_seed, augment=True,
                                  batch_size=batch_size, drop_last=drop_last, device=device)
-    labels = np.full(len(splits.train_labels), WITHHELD_LABEL) if splits.student_labels_withheld else None
-    return in_memory_batches(splits, "train", splits.student_indices, order_seed, augment=True, labels=labels,
-                             batch_size=batch_size, drop_last=drop_last, device=device)
+    return in_memory_batches(splits, "train", splits.student_indices, order_seed, augment=True,
+                             labels=splits.student_labels(), batch_size=batch_size, drop_last=drop_last, device=device)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from kdrun.errors import ConfigError
-from kdrun.value_checks import (check_choice, check_fraction, check_keys, check_list, check_mapping, check_seed,
+from kdrun.config.checks import (check_choice, check_fraction, check_keys, check_list, check_mapping, check_seed,
                                 check_whole_number)
 
 KINDS = ("none", "symmetric", "class_dependent")

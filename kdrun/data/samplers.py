@@ -2,7 +2,7 @@
 
 Lightning calls `set_epoch` before every training epoch, so a run resumed at an epoch boundary
 replays exactly the batches of an uninterrupted run (a generator seeded once would restart at
-epoch 0's order). The permutation is the in-memory path's `epoch_permutation`, so both paths
+epoch 0's order). The permutation (`epoch_permutation`) is the in-memory path's too, so both paths
 give the same batches.
 
 With several ranks each takes every `num_replicas`-th sample of the permutation (rank r:
@@ -16,10 +16,16 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from kdrun.data.in_memory import epoch_permutation
+
+
+def epoch_permutation(size: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order of epoch `epoch`: a pure function of (seed, epoch), so any epoch can be replayed."""
+    state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1)[0]
+    return torch.randperm(size, generator=torch.Generator().manual_seed(int(state)))
 
 
 class EpochSeededSampler(Sampler[int]):

@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from kdrun.errors import ConfigError
-from kdrun.value_checks import check_flag, check_number, check_seed, check_whole_number
+from kdrun.config.checks import check_flag, check_number, check_seed, check_whole_number
 
 
 def check_subset_config(cfg) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from kdrun.data.sources import SourceSplits, Split, register_source, tensor_split
-from kdrun.value_checks import (check_choice, check_fraction, check_number, check_seed,
+from kdrun.data.registry import register_source
+from kdrun.data.sources import SourceSplits, Split, tensor_split
+from kdrun.config.checks import (check_choice, check_fraction, check_number, check_seed,
                                 check_whole_number)
 
 SEPARATION_MODES = ("mean_scale", "euclidean_distance")

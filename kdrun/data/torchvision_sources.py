@@ -22,9 +22,10 @@ from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 from torchvision.transforms import v2
 
-from kdrun.data.sources import SourceSplits, Split, carve_validation, register_source
+from kdrun.data.registry import register_source
+from kdrun.data.sources import SourceSplits, Split, carve_validation
 from kdrun.errors import ConfigError
-from kdrun.value_checks import check_flag, check_list, check_number, check_string, check_whole_number
+from kdrun.config.checks import check_flag, check_list, check_number, check_string, check_whole_number
 
 # PIL image -> uint8 tensor (C, H, W), values unchanged (no scaling to [0, 1]).
 TO_UINT8_TENSOR = v2.PILToTensor()

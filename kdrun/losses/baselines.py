@@ -8,30 +8,29 @@ architecture (e.g. `teacher=resnet20 student=resnet20`). Neither needs a class h
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, Mapping
 
 from omegaconf import OmegaConf
 
-from kdrun.config_tree import group_options, load_option
+from kdrun.config.tree import group_options, load_option
 from kdrun.errors import ConfigError
-from kdrun.losses import (build_loss, check_alpha, check_flag, check_fraction, check_temperature, is_number,
-                          register_loss)
+from kdrun.config.checks import check_flag, check_number, check_unit_interval
+from kdrun.losses.interface import DistillationLoss, LabelLoss, Loss
+from kdrun.losses.registry import build_loss, register_loss
 from kdrun.losses import functional as F
 
 
 @register_loss("label_smoothed_teacher")
 @dataclass
-class LabelSmoothedTeacher:
+class LabelSmoothedTeacher(DistillationLoss):
     """KL((1 - delta) p_t + delta / C || p_s), both at temperature T (paper 004, Eq. 23-24)."""
 
     smoothing: float
     temperature: float
-    needs_teacher: ClassVar[bool] = True
-    needs_labels: ClassVar[bool] = False
 
     def __post_init__(self):
-        check_fraction(self.smoothing, "smoothing", "label_smoothed_teacher")
-        check_temperature(self.temperature, "label_smoothed_teacher")
+        check_unit_interval(self.smoothing, "label_smoothed_teacher.smoothing")
+        check_number(self.temperature, "label_smoothed_teacher.temperature", low=0, low_inclusive=False)
 
     def __call__(self, student_logits, teacher_logits, batch):
         loss = F.label_smoothed_teacher_kl(student_logits, teacher_logits, self.smoothing, self.temperature)
@@ -40,16 +39,13 @@ class LabelSmoothedTeacher:
 
 @register_loss("focal_kd")
 @dataclass
-class FocalDistillation:
+class FocalDistillation(DistillationLoss):
     """-H(p_t) + sum_c p_t,c (1 - p_s,c)^gamma (-log p_s,c) (paper 004, Eq. 12; its Table 5 calls gamma tau)."""
 
     gamma: float
-    needs_teacher: ClassVar[bool] = True
-    needs_labels: ClassVar[bool] = False
 
     def __post_init__(self):
-        if not is_number(self.gamma) or not float(self.gamma) >= 0.0:
-            raise ConfigError(f"focal_kd.gamma={self.gamma!r} must be >= 0 (0 is plain KL)")
+        check_number(self.gamma, "focal_kd.gamma", low=0, meaning="0 is plain KL")
 
     def __call__(self, student_logits, teacher_logits, batch):
         loss = F.focal_distillation(student_logits, teacher_logits, self.gamma)
@@ -58,15 +54,14 @@ class FocalDistillation:
 
 @register_loss("flooding")
 @dataclass
-class Flooding:
+class Flooding(Loss):
     """|L - b| + b around any base loss L (Ishida et al. 2020); `base` is a loss config or a loss name."""
 
     level: float
     base: Any
 
     def __post_init__(self):
-        if not is_number(self.level) or not float(self.level) >= 0.0:
-            raise ConfigError(f"flooding.level={self.level!r} must be >= 0 (the flood level b)")
+        check_number(self.level, "flooding.level", low=0, meaning="the flood level b")
         # built once here, so a bad base config fails when the run starts, not at the first step
         self._base_loss = build_loss(self._base_config(), where="flooding.base")
 
@@ -99,7 +94,7 @@ class Flooding:
 
 @register_loss("teacher_free_kd")
 @dataclass
-class TeacherFreeKD:
+class TeacherFreeKD(LabelLoss):
     """Tf-KD_reg (Yuan et al. 2020): (1 - alpha) CE(y, p_s) + alpha [T^2] KL(p_v^T || p_s^T).
 
     p_v puts `correct_prob` on the true class and spreads the rest evenly over the others.
@@ -109,16 +104,13 @@ class TeacherFreeKD:
     temperature: float
     correct_prob: float
     t_squared: bool
-    needs_teacher: ClassVar[bool] = False
-    needs_labels: ClassVar[bool] = True
 
     def __post_init__(self):
-        check_alpha(self.alpha, "teacher_free_kd")
-        check_temperature(self.temperature, "teacher_free_kd")
-        check_flag(self.t_squared, "t_squared", "teacher_free_kd")
+        check_unit_interval(self.alpha, "teacher_free_kd.alpha", "the teacher's weight in the mixture")
+        check_number(self.temperature, "teacher_free_kd.temperature", low=0, low_inclusive=False)
+        check_flag(self.t_squared, "teacher_free_kd.t_squared")
         # 0 or 1 would put log 0 into the virtual teacher
-        if not is_number(self.correct_prob) or not 0.0 < float(self.correct_prob) < 1.0:
-            raise ConfigError(f"teacher_free_kd.correct_prob={self.correct_prob!r} is outside (0, 1)")
+        check_number(self.correct_prob, "teacher_free_kd.correct_prob", 0, 1, False, False)
 
     def __call__(self, student_logits, teacher_logits, batch):
         label, soft = F.teacher_free_kd_terms(student_logits, batch[1], self.correct_prob, self.temperature,

@@ -13,19 +13,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
 from kdrun.losses import functional as F
-from kdrun.losses import register_loss
+from kdrun.losses.interface import LabelLoss
 from kdrun.losses.mixture import TemperedMixture
+from kdrun.losses.registry import register_loss
 
 
 @register_loss("rcd")
 @dataclass
-class RandomControlDistillation(TemperedMixture):
-    """(1 - alpha) * CE(y, p_s) + alpha * [T^2] * KL(u || p_s^T) with u = 1/K."""
-
-    needs_teacher: ClassVar[bool] = False
+class RandomControlDistillation(TemperedMixture, LabelLoss):
+    """(1 - alpha) * CE(y, p_s) + alpha * [T^2] * KL(u || p_s^T) with u = 1/K: reads no teacher."""
 
     def __call__(self, student_logits, teacher_logits, batch):
         uniform = F.uniform_teacher_logits(student_logits)

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
 from kdrun.losses import functional as F
-from kdrun.losses import register_loss
+from kdrun.losses.interface import DistillationLoss
 from kdrun.losses.mixture import LabelMixture, TemperedMixture
+from kdrun.losses.registry import register_loss
 
 
 @register_loss("kd")
 @dataclass
-class KnowledgeDistillation(TemperedMixture):
+class KnowledgeDistillation(TemperedMixture, DistillationLoss):
     """(1 - alpha) * CE(y, p_s) + alpha * [T^2] * KL(p_t^T || p_s^T)."""
 
-    needs_teacher: ClassVar[bool] = True
 
     def __call__(self, student_logits, teacher_logits, batch):
         soft = F.kl_divergence_at_temperature(student_logits, teacher_logits, self.temperature)
@@ -24,12 +22,11 @@ class KnowledgeDistillation(TemperedMixture):
 
 @register_loss("soft_ce")
 @dataclass
-class SoftCrossEntropy(TemperedMixture):
+class SoftCrossEntropy(TemperedMixture, DistillationLoss):
     """(1 - alpha) * CE(y, p_s) + alpha * [T^2] * H(p_t^T, p_s^T): KD written as a cross-entropy with the
     teacher's probabilities (paper 001's distillation risk). Same gradients as `kd`; the logged value
     includes the teacher's entropy."""
 
-    needs_teacher: ClassVar[bool] = True
 
     def __call__(self, student_logits, teacher_logits, batch):
         soft = F.soft_cross_entropy(student_logits, teacher_logits, self.temperature)
@@ -38,10 +35,9 @@ class SoftCrossEntropy(TemperedMixture):
 
 @register_loss("mse_logits")
 @dataclass
-class LogitMatching(LabelMixture):
+class LogitMatching(LabelMixture, DistillationLoss):
     """(1 - alpha) * CE(y, p_s) + alpha * MSE(z_s, z_t): paper 002's temperature -> infinity limit."""
 
-    needs_teacher: ClassVar[bool] = True
 
     def __call__(self, student_logits, teacher_logits, batch):
         return self.mixed(student_logits, batch, F.mse_logits(student_logits, teacher_logits), "mse")
@@ -49,10 +45,9 @@ class LogitMatching(LabelMixture):
 
 @register_loss("kd_hard")
 @dataclass
-class HardLabelDistillation(LabelMixture):
+class HardLabelDistillation(LabelMixture, DistillationLoss):
     """(1 - alpha) * CE(y, p_s) + alpha * CE(argmax z_t, p_s): the teacher's top-1 predictions as labels."""
 
-    needs_teacher: ClassVar[bool] = True
 
     def __call__(self, student_logits, teacher_logits, batch):
         hard = F.softmax_cross_entropy(student_logits, F.hard_teacher_labels(teacher_logits))

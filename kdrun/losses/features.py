@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from kdrun.config.checks import check_choice, check_number, check_whole_number
 from kdrun.errors import ConfigError
-from kdrun.feature_taps import FeatureMatcher
-from kdrun.losses import is_number, register_loss
 from kdrun.losses import functional as F
+from kdrun.losses.feature_taps import FeatureMatcher
+from kdrun.losses.interface import FeatureLoss
+from kdrun.losses.registry import register_loss
 
 CONTROLS = ("none", "random_teacher")
 
@@ -33,7 +35,7 @@ def layer_pairs(layers) -> list[tuple[str, str]]:
 
 @register_loss("feature_matching")
 @dataclass
-class FeatureMatching:
+class FeatureMatching(FeatureLoss):
     """CE(y, p_s) + weight * sum over pairs of MSE(proj(h_s), h_t).
 
     h_s, h_t are the outputs of the named student and target modules; the target is the
@@ -48,12 +50,10 @@ class FeatureMatching:
     needs_labels: ClassVar[bool] = True
 
     def __post_init__(self):
-        if not is_number(self.weight) or self.weight < 0:
-            raise ConfigError(f"feature_matching.weight={self.weight!r} must be a number >= 0")
-        if self.control not in CONTROLS:
-            raise ConfigError(f"feature_matching.control={self.control!r}; allowed: {', '.join(CONTROLS)}")
-        if isinstance(self.control_seed, bool) or not isinstance(self.control_seed, int):
-            raise ConfigError(f"feature_matching.control_seed={self.control_seed!r} must be an integer")
+        check_number(self.weight, "feature_matching.weight", low=0, meaning="of the hint terms")
+        check_choice(self.control, "feature_matching.control", CONTROLS)
+        check_whole_number(self.control_seed, "feature_matching.control_seed",
+                           meaning="the random target network of control=random_teacher")
         self.pairs = layer_pairs(self.layers)
         self.matcher: FeatureMatcher | None = None
 

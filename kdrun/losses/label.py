@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
 from kdrun.losses import functional as F
-from kdrun.losses import check_fraction, register_loss
+from kdrun.config.checks import check_unit_interval
+from kdrun.losses.interface import LabelLoss
+from kdrun.losses.registry import register_loss
 
 
 @register_loss("ce")
 @dataclass
-class CrossEntropy:
+class CrossEntropy(LabelLoss):
     """Cross-entropy with the one-hot labels, optionally label-smoothed (also trains teachers)."""
 
     label_smoothing: float
-    needs_teacher: ClassVar[bool] = False
-    needs_labels: ClassVar[bool] = True
 
     def __post_init__(self):
-        check_fraction(self.label_smoothing, "label_smoothing", "ce")
+        check_unit_interval(self.label_smoothing, "ce.label_smoothing")
 
     def __call__(self, student_logits, teacher_logits, batch):
         loss = F.softmax_cross_entropy(student_logits, batch[1], self.label_smoothing)

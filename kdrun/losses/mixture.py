@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kdrun.losses import check_alpha, check_flag, check_temperature
+from kdrun.config.checks import check_flag, check_number, check_unit_interval
 from kdrun.losses import functional as F
 
 
@@ -17,18 +17,16 @@ class LabelMixture:
     alpha: float
 
     def __post_init__(self):
-        check_alpha(self.alpha, self.name)
+        check_unit_interval(self.alpha, f"{self.name}.alpha", "the teacher's weight in the mixture")
 
     @property
     def needs_labels(self) -> bool:
         return self.alpha < 1
 
     def mixed(self, student_logits, batch, term, part: str):
-        """(loss, logged parts) of the mixture with `term` logged as `part`."""
-        if self.alpha == 1:
-            return term, {part: term}
-        label = F.softmax_cross_entropy(student_logits, batch[1])
-        return F.mix(label, term, self.alpha), {"label": label, part: term}
+        """(loss, logged parts) of the mixture with `term` logged as `part` (F.label_mixture's formula)."""
+        loss, label = F.label_mixture(student_logits, batch[1], term, self.alpha)
+        return loss, ({part: term} if label is None else {"label": label, part: term})
 
 
 @dataclass
@@ -40,9 +38,8 @@ class TemperedMixture(LabelMixture):
 
     def __post_init__(self):
         super().__post_init__()
-        check_temperature(self.temperature, self.name)
-        check_flag(self.t_squared, "t_squared", self.name)
+        check_number(self.temperature, f"{self.name}.temperature", low=0, low_inclusive=False)
+        check_flag(self.t_squared, f"{self.name}.t_squared")
 
     def scaled(self, term):
-        """The T^2 factor keeps the term's gradient scale independent of T (Hinton et al.)."""
-        return term * self.temperature**2 if self.t_squared else term
+        return F.temperature_scaled(term, self.temperature, self.t_squared)

@@ -6,18 +6,18 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
-
 import torch
 
 from kdrun.errors import ConfigError
-from kdrun.losses import check_temperature, register_loss
+from kdrun.config.checks import check_number, check_whole_number
+from kdrun.losses.interface import DistillationLoss
+from kdrun.losses.registry import register_loss
 from kdrun.losses import functional as F
 
 
 @register_loss("ptloss")
 @dataclass
-class PerturbedLoss:
+class PerturbedLoss(DistillationLoss):
     """KL(p_t || p_s) + sum_c p_t,c sum_{m<=M} eps_{c,m} (1 - p_s,c)^m (paper 004, Eq. 7).
 
     The coefficients come from `epsilon` (M numbers shared by all classes, or a C x M nested
@@ -30,15 +30,12 @@ class PerturbedLoss:
     epsilon: list | None
     epsilon_file: str | None
     temperature: float
-    needs_teacher: ClassVar[bool] = True
-    needs_labels: ClassVar[bool] = False
 
     def __post_init__(self):
         # self.coefficients (a plain attribute, not a config key): (M,) or (C, M) float tensor
-        check_temperature(self.temperature, "ptloss")
-        order = self.order
-        if order is not None and (isinstance(order, bool) or not isinstance(order, int) or order < 1):
-            raise ConfigError(f"ptloss.order={order!r} must be a whole number >= 1 (the perturbation order M) or null")
+        check_number(self.temperature, "ptloss.temperature", low=0, low_inclusive=False)
+        order = check_whole_number(self.order, "ptloss.order", minimum=1, allow_none=True,
+                           meaning="the perturbation order M; null: from the coefficients")
         if self.epsilon is not None and self.epsilon_file is not None:
             raise ConfigError(
                 f"ptloss.epsilon={self.epsilon!r} and ptloss.epsilon_file={self.epsilon_file!r} are both set; "

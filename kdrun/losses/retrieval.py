@@ -9,30 +9,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from kdrun.errors import ConfigError
-from kdrun.losses import is_number, check_flag, check_temperature, register_loss
+from kdrun.config.checks import check_choice, check_flag, check_number, check_whole_number
+from kdrun.losses.interface import DistillationLoss, Loss
+from kdrun.losses.registry import register_loss
 from kdrun.losses import functional as F
 
 
-def _check_choice(value, key: str, allowed: tuple[str, ...], where: str) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{where}.{key}={value!r} is not allowed; allowed: {', '.join(allowed)}")
-
-
 def _check_negative_weights(loss, where: str) -> None:
-    _check_choice(loss.psi, "psi", F.PSI_CHOICES, where)
-    if not is_number(loss.a) or not float(loss.a) > 0.0:
-        raise ConfigError(f"{where}.a={loss.a!r} must be a number > 0 (the sigmoid scale of psi=one_minus_sigmoid_logit)")
-    check_flag(loss.normalize_neg_weights, "normalize_neg_weights", where)
-    _check_choice(loss.positive_self_weight, "positive_self_weight", F.SELF_WEIGHT_CHOICES, where)
-    chunk = loss.chunk_size
-    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
-        raise ConfigError(f"{where}.chunk_size={chunk!r} must be null (whole batch) or an integer >= 1 (examples per chunk)")
+    check_choice(loss.psi, f"{where}.psi", F.PSI_CHOICES)
+    check_number(loss.a, f"{where}.a", low=0, low_inclusive=False,
+                 meaning="the sigmoid scale of psi=one_minus_sigmoid_logit")
+    check_flag(loss.normalize_neg_weights, f"{where}.normalize_neg_weights")
+    check_choice(loss.positive_self_weight, f"{where}.positive_self_weight", F.SELF_WEIGHT_CHOICES)
+    check_whole_number(loss.chunk_size, f"{where}.chunk_size", minimum=1, allow_none=True,
+                       meaning="an integer count of examples per chunk; null: the whole batch")
 
 
 @register_loss("double_distillation")
 @dataclass
-class DoubleDistillation:
+class DoubleDistillation(DistillationLoss):
     """Eq. 13: teacher-weighted positives, negatives weighted by Psi(teacher) inside the log-sum-exp."""
 
     psi: str
@@ -42,12 +37,11 @@ class DoubleDistillation:
     positive_weights: str
     temperature: float
     chunk_size: int | None
-    needs_teacher: ClassVar[bool] = True
 
     def __post_init__(self):
         _check_negative_weights(self, "double_distillation")
-        _check_choice(self.positive_weights, "positive_weights", F.POSITIVE_WEIGHT_CHOICES, "double_distillation")
-        check_temperature(self.temperature, "double_distillation")
+        check_choice(self.positive_weights, "double_distillation.positive_weights", F.POSITIVE_WEIGHT_CHOICES)
+        check_number(self.temperature, "double_distillation.temperature", low=0, low_inclusive=False)
 
     @property
     def needs_labels(self) -> bool:
@@ -64,7 +58,7 @@ class DoubleDistillation:
 
 @register_loss("generalized_softmax_ce")
 @dataclass
-class GeneralizedSoftmaxCrossEntropy:
+class GeneralizedSoftmaxCrossEntropy(Loss):
     """Eq. 12 on the labels: log sum_{y'} P_{y'}(x) exp(f_{y'} - f_y) with P(x) = Psi(teacher), or uniform.
 
     The paper's ideal P is Psi(p*); the teacher stands in for p*, as in eq. 13. psi=uniform needs

@@ -1,6 +1,6 @@
 """Metrics as pure functions (tensors or arrays in, floats out).
 
-Keys that `kdrun.evaluate` writes to metrics.json; {role} is teacher | student | bayes (the
+Keys that `kdrun.evaluation.evaluate` writes to metrics.json; {role} is teacher | student | bayes (the
 Bayes classifier, synthetic sources only), {split} is train (the student's training samples,
 labels as trained on) | test. Knobs are `evaluation.*` in configs/train.yaml. Papers: 001 =
 Bayes/teacher-MSE view of distillation, 002 = dataset size (fidelity, CKA), 003 = functional

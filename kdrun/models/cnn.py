@@ -12,9 +12,9 @@ from __future__ import annotations
 from torch import nn
 
 from kdrun.errors import ConfigError
-from kdrun.models import ZooModel, register_model
+from kdrun.models.registry import ZooModel, register_model
 from kdrun.models.options import flag, image_input, one_of, option_key, scaled, whole, width_multiplier
-from kdrun.value_checks import check_list
+from kdrun.config.checks import check_list
 
 
 @register_model("cnn")

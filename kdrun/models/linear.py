@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from kdrun.errors import ConfigError
-from kdrun.models import ZooModel, register_model
+from kdrun.models.registry import ZooModel, register_model
 from kdrun.models.options import flag, scaled, seed, whole, width_multiplier
 
 

@@ -6,7 +6,7 @@ import math
 
 from torch import nn
 
-from kdrun.models import ZooModel, register_model
+from kdrun.models.registry import ZooModel, register_model
 from kdrun.models.options import dropout_probability, one_of, whole
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}

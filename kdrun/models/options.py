@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from torch import nn
 
 from kdrun.errors import ConfigError
-from kdrun.value_checks import check_choice, check_flag, check_number, check_seed, check_whole_number
+from kdrun.config.checks import check_choice, check_flag, check_number, check_seed, check_whole_number
 
 _ROLE: ContextVar[str] = ContextVar("zoo_role", default="model")
 

@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdrun.errors import ConfigError
-from kdrun.models import ZooModel, register_model
+from kdrun.models.registry import ZooModel, register_model
 from kdrun.models.options import image_input, init_conv_like_torchvision, one_of, option_key, scaled, width_multiplier
-from kdrun.value_checks import is_whole_number
+from kdrun.config.checks import is_whole_number
 
 STAGE_CHANNELS = (16, 32, 64)
 SHORTCUTS = ("A", "B")

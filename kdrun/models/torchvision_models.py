@@ -33,7 +33,7 @@ from torch import nn
 from torchvision.models import MobileNetV2, ResNet
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from kdrun.models import ZooModel, register_model
+from kdrun.models.registry import ZooModel, register_model
 from kdrun.models.options import (dropout_probability, flag, image_input, init_conv_like_torchvision, scaled,
                                   width_multiplier)
 

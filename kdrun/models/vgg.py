@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from kdrun.models import ZooModel, register_model
+from kdrun.models.registry import ZooModel, register_model
 from kdrun.models.options import flag, image_input, init_conv_like_torchvision, scaled, width_multiplier
 
 POOL = "M"

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from kdrun.errors import ConfigError
-from kdrun.models import ZooModel, register_model
+from kdrun.models.registry import ZooModel, register_model
 from kdrun.models.options import dropout_probability, image_input, one_of, option_key, whole, width_multiplier
-from kdrun.value_checks import check_number
+from kdrun.config.checks import check_number
 
 
 class ViTFeatures(nn.Module):

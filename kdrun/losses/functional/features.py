@@ -1,7 +1,7 @@
 """Feature-map matching (FitNets): the hint term between intermediate representations.
 
 The student's feature h_s has already been mapped to the teacher's shape by a learned
-projection (see kdrun/feature_taps.py); these formulas only compare tensors.
+projection (see kdrun/losses/feature_taps.py); these formulas only compare tensors.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["softmax_cross_entropy", "kl_divergence_at_temperature", "soft_cross_entropy", "kd_terms", "kd_loss",
-           "hard_teacher_labels", "uniform_teacher_logits", "mse_logits", "mix"]
+           "hard_teacher_labels", "uniform_teacher_logits", "mse_logits", "mix", "label_mixture", "temperature_scaled"]
 
 
 def softmax_cross_entropy(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
@@ -58,9 +58,8 @@ def kd_terms(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor | N
              temperature: float = 1.0, t_squared: bool = True) -> tuple[Tensor | None, Tensor]:
     """(label term CE(y, p_s), soft term [T^2] KL(p_t^T || p_s^T)); the label term is None without targets."""
     label = None if targets is None else softmax_cross_entropy(student_logits, targets)
-    soft = kl_divergence_at_temperature(student_logits, teacher_logits, temperature)
-    if t_squared:
-        soft = soft * temperature**2
+    soft = temperature_scaled(kl_divergence_at_temperature(student_logits, teacher_logits, temperature),
+                              temperature, t_squared)
     return label, soft
 
 
@@ -71,8 +70,9 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor | No
     At T = 1 its gradient in the student logits is (1 - alpha)(p_s - y) + alpha(p_s - p_t)
     (paper 003, section 5). With alpha = 1 the labels are not needed and may be None.
     """
-    label, soft = kd_terms(student_logits, teacher_logits, None if alpha == 1 else targets, temperature, t_squared)
-    return soft if label is None else mix(label, soft, alpha)
+    soft = temperature_scaled(kl_divergence_at_temperature(student_logits, teacher_logits, temperature),
+                              temperature, t_squared)
+    return label_mixture(student_logits, targets, soft, alpha)[0]
 
 
 def mse_logits(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
@@ -83,4 +83,21 @@ def mse_logits(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
 def mix(label_term: Tensor, teacher_term: Tensor, alpha: float) -> Tensor:
     """(1 - alpha) * label term + alpha * teacher term."""
     return (1.0 - alpha) * label_term + alpha * teacher_term
+
+
+def label_mixture(student_logits: Tensor, targets: Tensor | None, teacher_term: Tensor,
+                  alpha: float) -> tuple[Tensor, Tensor | None]:
+    """((1 - alpha) * CE(y, p_s) + alpha * teacher_term, the CE term): the shape most objectives share.
+
+    At alpha = 1 the labels are not read (the CE term is None), so such losses also train students
+    whose labels are withheld (paper 004's distill split)."""
+    if alpha == 1:
+        return teacher_term, None
+    label = softmax_cross_entropy(student_logits, targets)
+    return mix(label, teacher_term, alpha), label
+
+
+def temperature_scaled(term: Tensor, temperature: float, t_squared: bool) -> Tensor:
+    """The term times T^2 when `t_squared`: it keeps the gradient scale independent of T (Hinton et al.)."""
+    return term * temperature**2 if t_squared else term
 

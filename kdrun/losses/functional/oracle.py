@@ -1,6 +1,6 @@
 """Teachers made from the Bayes probabilities p*(y|x) (paper 001, section 5.1 and appendix B).
 
-Pure functions of probability tensors (N, K). `kdrun.oracle_teachers` wraps them as frozen
+Pure functions of probability tensors (N, K). `kdrun.teachers.oracles` wraps them as frozen
 teacher modules for the synthetic sources that know p*.
 
 - Bayes distillation: the teacher is p* itself.

@@ -24,7 +24,7 @@ from torch import nn
 from kdrun.errors import ConfigError
 from kdrun.losses.functional.oracle import (NOISE_SCALES, PSI_FORMS, calibration_distorted_probs,
                                             noisy_biased_probs)
-from kdrun.value_checks import (check_choice, check_fraction, check_keys, check_mapping, check_number,
+from kdrun.config.checks import (check_choice, check_fraction, check_keys, check_mapping, check_number,
                                 check_seed, fail)
 
 ORACLES = ("bayes", "noisy_biased", "calibration_distorted")

@@ -19,7 +19,7 @@ from kdrun.atomic_files import atomic_path
 from kdrun.metrics import (BINARY_CONVENTIONS, classification_metrics, linear_cka, mse_to_bayes,
                            similarity_metrics)
 from kdrun.models import ZooModel
-from kdrun.value_checks import check_choice, check_keys, check_list, check_mapping, check_whole_number
+from kdrun.config.checks import check_choice, check_keys, check_list, check_mapping, check_whole_number
 
 CKA_SPLIT = "test"  # representations are compared on held-out inputs only
 AUROC_AVERAGES = ("macro", "weighted")
@@ -110,7 +110,7 @@ def evaluate(teacher: nn.Module, student: nn.Module, loaders: dict[str, DataLoad
     `per_sample[split][name]` is an array over the whole split (indexed by dataset index) that
     is saved alongside as `<split>_<name>` for the evaluated samples (e.g. the label-noise mask).
     An `oracle_probs` entry (p*(y|x) of synthetic sources) adds each model's `mse_to_bayes`."""
-    options = EvaluationOptions.from_config(evaluation)
+    options = evaluation if isinstance(evaluation, EvaluationOptions) else EvaluationOptions.from_config(evaluation)
     metrics: dict[str, float] = {}
     arrays: dict[str, np.ndarray] = {}
     for split, loader in loaders.items():
@@ -149,7 +149,7 @@ def bayes_metrics(splits, evaluation: Mapping | None = None) -> dict:
 
     `train` is the student's training samples with the labels as trained on (label noise
     included), as for the student's own `train` metrics."""
-    options = EvaluationOptions.from_config(evaluation)
+    options = evaluation if isinstance(evaluation, EvaluationOptions) else EvaluationOptions.from_config(evaluation)
     metrics: dict[str, float] = {}
     train, test = splits.source.train.oracle_probs, splits.source.test.oracle_probs
     chosen = splits.student_indices

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdrun.errors import ConfigError
+from kdrun.losses.interface import FeatureLoss
 
 NAMES_SHOWN = 30  # how many module names an error lists
 
@@ -185,3 +186,12 @@ class FeatureMatcher(nn.Module):
     def remove_hooks(self) -> None:
         self.student_tap.remove()
         self.target_tap.remove()
+
+
+def check_feature_layers(losses, student: nn.Module, teacher: nn.Module | None) -> None:
+    """Every module a feature loss names exists in the student and the teacher (before training)."""
+    for loss in losses:
+        for student_layer, teacher_layer in loss.pairs if isinstance(loss, FeatureLoss) else ():
+            named_submodule(student, student_layer, "student")
+            if teacher is not None:
+                named_submodule(teacher, teacher_layer, "teacher")

@@ -15,12 +15,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from kdrun.divergence import DivergenceGuard, DivergenceSettings, overflowed
+from kdrun.engine.divergence import DivergenceGuard, DivergenceSettings, overflowed
 from kdrun.errors import TrainingDiverged
-from kdrun.optim import StepPlan, build_lr_scheduler, build_optimizer
-from kdrun.resume import RunningDigest, restore_rng_states, rng_states
-from kdrun.schedule import LossSchedule
-from kdrun.step_metrics import StepMetricBuffer
+from kdrun.losses.interface import FeatureLoss
+from kdrun.engine.teacher_forward import teacher_forward
+from kdrun.engine.recipes import StepPlan, build_lr_scheduler, build_optimizer
+from kdrun.engine.resume import RunningDigest, restore_rng_states, rng_states
+from kdrun.engine.loss_schedule import LossSchedule
+from kdrun.engine.step_metrics import StepMetricBuffer
 
 
 def state_checksum(model: nn.Module) -> str:
@@ -36,27 +38,28 @@ class DistillationModule(L.LightningModule):
     def __init__(self, student: nn.Module, teacher: nn.Module | None, schedule: LossSchedule,
                  optimizer_cfg, num_classes: int, stage: str, input_shape=None, lr_schedule=None,
                  lr_plan: StepPlan | None = None, teacher_outputs: dict[str, torch.Tensor] | None = None,
-                 sync_every: int = 50, divergence: DivergenceSettings | None = None, owner: dict | None = None):
+                 sync_every: int = 50, divergence: DivergenceSettings | None = None, owner: dict | None = None,
+                 teacher_precision: str = "float32"):
         super().__init__()
         self.student, self.schedule, self.optimizer_cfg, self.stage = student, schedule, optimizer_cfg, stage
         self.lr_schedule, self.lr_plan = lr_schedule, lr_plan
-        self.teacher = teacher
+        self.teacher, self.teacher_precision = teacher, teacher_precision  # kdrun.engine.teacher_forward
         if teacher is not None:
             # Frozen: outside the optimiser and gradient sync, and always in eval mode.
             teacher.requires_grad_(False)
             teacher.eval()
-        # Cached teacher logits by dataset index (kdrun.teacher_cache), as non-persistent buffers:
+        # Cached teacher logits by dataset index (kdrun.teachers.cached_outputs), as non-persistent buffers:
         # they follow the module to its device and stay out of checkpoints.
         self.cached_splits = sorted(teacher_outputs or {})
         for split, logits in (teacher_outputs or {}).items():
             self.register_buffer(f"teacher_{split}_logits", logits, persistent=False)
         # The hot path never waits for the device: a diverging loss is recorded on the device (first
-        # bad step, kdrun.divergence) and the step metrics are buffered there (kdrun.step_metrics). Both
+        # bad step, kdrun.engine.divergence) and the step metrics are buffered there (kdrun.engine.step_metrics). Both
         # reach the host at sync points, every `sync_every` steps and at epoch ends: a Python `if` on
         # the loss or a per-step `self.log` would synchronise every step.
         self.sync_every = max(1, int(sync_every))
         self.divergence = DivergenceGuard(stage, divergence or DivergenceSettings(), self.sync_every)
-        # What this stage's checkpoints belong to (kdrun.resume): a resumed run must match it.
+        # What this stage's checkpoints belong to (kdrun.engine.resume): a resumed run must match it.
         self.owner = owner
         self.step_metrics = StepMetricBuffer()
         self.latest_loss: torch.Tensor | None = None  # for progress displays, read at their own pace
@@ -66,7 +69,7 @@ class DistillationModule(L.LightningModule):
         # Their init follows the student's init (same student weights -> same projections).
         self.feature_matchers = nn.ModuleList(
             loss.attach(student, teacher, input_shape, projection_seed=int(state_checksum(student)[:8], 16))
-            for loss in schedule.losses if hasattr(loss, "attach")
+            for loss in schedule.losses if isinstance(loss, FeatureLoss)
         )
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         # nan_strategy="disable": torchmetrics' NaN check is a host sync per update; a non-finite
@@ -91,7 +94,7 @@ class DistillationModule(L.LightningModule):
             self.init_checksum = state_checksum(self.student)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # saved at epoch ends (kdrun.resume): what a resumed run needs to continue bit for bit
+        # saved at epoch ends (kdrun.engine.resume): what a resumed run needs to continue bit for bit
         checkpoint["kdrun"] = {"rng": rng_states(), "batch_order": self.batch_order.state,
                                "init_checksum": self.init_checksum, "belongs_to": self.owner}
 
@@ -108,10 +111,10 @@ class DistillationModule(L.LightningModule):
             return getattr(self, f"teacher_{split}_logits")[index]
         if len(self.feature_matchers):  # feature losses save hooked teacher features for backward
             with torch.no_grad():
-                return self.teacher(x)
-        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=x.is_cuda):
-            logits = self.teacher(x)
-        return logits.float().clone()  # a normal tensor: losses may save it for backward
+                return teacher_forward(self.teacher, x, self.teacher_precision)
+        with torch.inference_mode():
+            logits = teacher_forward(self.teacher, x, self.teacher_precision)
+        return logits.clone()  # a normal tensor: losses may save it for backward
 
     def training_step(self, batch, batch_idx):
         x, y, index = batch

@@ -1,11 +1,13 @@
-"""Checks of a composed config that need no data and no training.
+"""The run's validation pass: every setting that the config alone decides, checked once, before anything
+is built or written.
 
-Everything here runs before anything is written: a bad value stops the run with a message
-that names the key, the value and what is allowed (the checks are built from kdrun.value_checks,
-and each lives beside the code that reads its setting, which runs it again there). Checks that
-need the data (kappa against the pool size, switch steps against the number of training steps,
-model options against the input shape) run in the pipeline right after the splits are built,
-still before any training.
+A bad value stops the run with a message that names the key, the value and what is allowed (the
+checks are built from kdrun.config.checks). What the checks had to parse or build is returned
+(`CheckedConfig`: the seeds, the loss schedule's phases and their losses, the evaluation, analysis
+and divergence settings), and the run uses those instead of reading the settings again. Settings
+whose check needs the data (the data block and its source, kappa against the pool size, steps
+against the budget, model options against the input shape) are checked once where the pipeline's
+preflight first builds them, still before any training.
 """
 
 from __future__ import annotations
@@ -13,51 +15,71 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
-from kdrun.callbacks.analysis import check_analysis_config
-from kdrun.config_tree import auto_switch, group_options
-from kdrun.data.datamodule import check_data_config
-from kdrun.distributed import training_world_size
+from kdrun.callbacks.analysis import AnalysisSettings, check_analysis_config
+from kdrun.config.checks import (auto_switch, check_choice, check_flag, check_mapping, check_seed, check_string,
+                                 check_whole_number)
+from kdrun.config.seeds import Seeds, resolve_seeds
+from kdrun.config.tree import group_options
+from kdrun.engine.distributed import training_world_size
+from kdrun.engine.divergence import DivergenceSettings
+from kdrun.engine.loss_schedule import PhaseSpec, phase_specs
+from kdrun.engine.recipes import check_gradient_clip, check_recipe
 from kdrun.errors import ConfigError
-from kdrun.evaluate import EvaluationOptions
-from kdrun.losses import build_loss
-from kdrun.optim import check_gradient_clip, check_recipe
-from kdrun.oracle_teachers import check_oracle_config
-from kdrun.schedule import phase_specs
-from kdrun.seeds import resolve_seeds
-from kdrun.value_checks import check_choice, check_flag, check_mapping, check_seed, check_string, check_whole_number
+from kdrun.evaluation.evaluate import EvaluationOptions
+from kdrun.losses import Loss, build_loss
+from kdrun.engine.teacher_forward import check_teacher_precision
+from kdrun.teachers.oracles import check_oracle_config
 
 STUDENT_INITS = ("own", "teacher")
 DETERMINISTIC = (False, True, "warn")  # lightning.Trainer's `deterministic`
 
 
-def validate_config(cfg) -> None:
+@dataclass(frozen=True)
+class CheckedConfig:
+    """What the validation pass parsed and built, for the run to use as is."""
+
+    seeds: Seeds
+    phases: list[PhaseSpec]
+    losses: list[Loss]  # one per phase, built (and so checked) once
+    evaluation: EvaluationOptions
+    analysis: AnalysisSettings
+    divergence: DivergenceSettings
+    oracle_options: dict
+
+
+def validate_config(cfg) -> CheckedConfig:
     if "model" in cfg:
         raise ConfigError(
             f"model={cfg.model.get('name', cfg.model)} is not a role; choose the architectures with "
             "teacher=NAME and student=NAME (both select from configs/model/)"
         )
-    resolve_seeds(cfg.get("seed"), cfg.get("seeds"))  # seed, seeds.*
-    check_data_config(cfg.data)
-    _check_teacher(cfg)
+    seeds = resolve_seeds(cfg.get("seed"), cfg.get("seeds"))  # seed, seeds.*
+    oracle_options = _check_teacher(cfg)
     _check_student(cfg)
     _check_classes(cfg)
-    for spec in phase_specs(cfg.schedule, cfg.loss):
-        build_loss(spec.loss, where=spec.where)  # checks alpha, temperature, unknown options
+    phases = phase_specs(cfg.schedule, cfg.loss)
+    losses = [build_loss(spec.loss, where=spec.where) for spec in phases]  # alpha, temperature, unknown options
+    for spec in phases:
         if isinstance(spec.until, float) and not 0.0 <= spec.until <= 1.0:
             raise ConfigError(f"{spec.where}={spec.until} is outside the training run: a float is a fraction in [0, 1]")
-    check_trainer_values(cfg.trainer)
-    EvaluationOptions.from_config(cfg.get("evaluation"))  # checked now, used only after training
-    check_analysis_config(cfg.get("analysis"))
+    check_trainer_values(cfg.trainer)  # what Lightning accepts silently; the rest when preflight builds a Trainer
+    evaluation = EvaluationOptions.from_config(cfg.get("evaluation"))  # checked now, used only after training
+    analysis = check_analysis_config(cfg.get("analysis"))
+    divergence = DivergenceSettings.from_config(cfg.get("divergence"))
     check_objective(cfg.get("objective", "student/val/acc"))
     if cfg.logger.name not in group_options("logger"):
         raise ConfigError(f"logger.name={cfg.logger.name!r}; allowed: {', '.join(group_options('logger'))}")
+    return CheckedConfig(seeds, phases, losses, evaluation, analysis, divergence, oracle_options)
 
 
-def _check_teacher(cfg) -> None:
+def _check_teacher(cfg) -> dict:
+    """The teacher's settings; its oracle options with their defaults filled in."""
     teacher = check_mapping(cfg.teacher, "teacher")
-    check_oracle_config(teacher)
+    oracle_options = check_oracle_config(teacher)
+    check_teacher_precision(teacher.get("precision", "float32"))
     checkpoint = teacher.checkpoint
     if checkpoint is not None and teacher.get("oracle"):
         raise ConfigError(f"teacher.checkpoint={checkpoint!r} and teacher.oracle={teacher.oracle} both choose the "
@@ -69,9 +91,10 @@ def _check_teacher(cfg) -> None:
     if teacher.get("oracle") or checkpoint is not None:
         # An imported or oracle teacher never trains: its seed and recipe are never read (the pipeline
         # plans only a teacher it trains), so they need not be valid, like any setting a run ignores.
-        return
+        return oracle_options
     check_seed(teacher.get("seed"), "teacher.seed", meaning="the teacher's initial weights and data order")
     check_recipe(teacher, "teacher")
+    return oracle_options
 
 
 def _check_student(cfg) -> None:
@@ -127,8 +150,7 @@ def check_trainer_settings(trainer_kwargs: dict) -> None:
     import lightning as L
     import torch
 
-    kwargs = dict(trainer_kwargs)
-    check_trainer_values(kwargs)
+    kwargs = dict(trainer_kwargs)  # their values are checked by validate_config (check_trainer_values)
     for fixed in ("logger", "enable_checkpointing", "enable_progress_bar", "enable_model_summary"):
         kwargs.pop(fixed, None)
     shown = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())

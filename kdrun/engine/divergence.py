@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from kdrun.errors import ConfigError, TrainingDiverged
+from kdrun.config.checks import check_flag, check_keys, check_mapping, check_number, check_whole_number
+from kdrun.errors import TrainingDiverged
 
 @dataclass(frozen=True)
 class DivergenceSettings:
@@ -35,21 +36,15 @@ class DivergenceSettings:
 
     @classmethod
     def from_config(cls, cfg) -> "DivergenceSettings":
-        options = dict(cfg or {})
-        allowed = [name for name in cls.__dataclass_fields__]
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise ConfigError(f"divergence.{unknown[0]} is unknown; allowed: {', '.join(allowed)}")
+        options = dict(check_mapping(cfg, "divergence", allow_none=True) or {})
+        check_keys(options, "divergence", list(cls.__dataclass_fields__))
         settings = cls(**options)
-        if not isinstance(settings.enabled, bool):
-            raise ConfigError(f"divergence.enabled={settings.enabled!r} must be true or false")
-        for key, low in (("factor", 1.0), ("floor", 0.0)):
-            value = getattr(settings, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value < float("inf"):
-                raise ConfigError(f"divergence.{key}={value!r} must be a finite number > {low:g}")
-        steps = settings.smoothing_steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ConfigError(f"divergence.smoothing_steps={steps!r} must be a whole number >= 1")
+        check_flag(settings.enabled, "divergence.enabled", meaning="the growth check; non-finite losses always fail")
+        check_number(settings.factor, "divergence.factor", low=1, low_inclusive=False,
+                     meaning="how far the smoothed loss may grow past its running minimum")
+        check_number(settings.floor, "divergence.floor", low=0, low_inclusive=False,
+                     meaning="the running minimum is taken no lower than this")
+        check_whole_number(settings.smoothing_steps, "divergence.smoothing_steps", minimum=1)
         return settings
 
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from kdrun.errors import ConfigError
-from kdrun.value_checks import check_whole_number, fail, is_whole_number
+from kdrun.config.checks import check_whole_number, fail, is_whole_number
 
 log = logging.getLogger("kdrun")
 

@@ -20,15 +20,16 @@ import shutil
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from filelock import FileLock, Timeout
 from torch import nn
 
-from kdrun.atomic_files import staged_directory
+from kdrun.atomic_files import file_sha256, staged_directory
 from kdrun.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -53,21 +54,29 @@ def teacher_key(identity: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:20]
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass
 class TeacherResult:
     model: nn.Module
-    source: str  # "trained", "reused" or "imported"
+    source: str  # "trained", "reused", "imported" or "oracle ..."
     key: str | None
     path: Path
     meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class TeacherClaim:
+    """A held store entry: the stored teacher (`found`), or a model to train and `publish`."""
+
+    store: "TeacherStore"
+    key: str
+    identity: dict
+    model: nn.Module
+    found: TeacherResult | None = None
+    follower: bool = False  # a DDP rank > 0: rank 0 writes the entry
+
+    def publish(self, stage_metrics: dict) -> TeacherResult:
+        """Store the trained `model` (atomically) with its stage metrics; the stored teacher."""
+        return self.store.publish(self, stage_metrics)
 
 
 class TeacherStore:
@@ -120,65 +129,78 @@ class TeacherStore:
         log.warning("%s %s; moved it to %s", path, reason, target)
         return target
 
-    def get_or_train(self, identity: dict, build: Callable[[], nn.Module],
-                     train: Callable[[nn.Module], dict],
-                     announce: Callable[[str], None] = lambda decision: None) -> TeacherResult:
-        """The stored teacher for `identity`, training (once, across processes) if there is none.
+    @contextmanager
+    def claim(self, identity: dict, build: Callable[[], nn.Module],
+              announce: Callable[[str], None] = lambda decision: None) -> Iterator["TeacherClaim"]:
+        """The entry for `identity`, held by this process while the block runs.
 
-        `announce("reuse" | "train")` tells a DDP run's other ranks (see `follow`) what this
-        process, their rank 0, does, before it does it."""
+        `claim.found` is the stored teacher (its weights loaded into a model from `build`) when the
+        entry exists and is intact. Otherwise the block trains `claim.model` (a fresh `build()`) and
+        stores it with `claim.publish(stage_metrics)`, holding the entry's lock, so concurrent jobs
+        that need the same teacher wait and then reuse it: each teacher is trained once. A corrupt
+        entry is moved to .corrupt/ first. `announce("reuse" | "train")` tells a DDP run's other
+        ranks (see `follow`) what this process, their rank 0, does, before it does it."""
         key = teacher_key(identity)
         entry = self.entry(key)
         model = build()
         if self._load(entry, model, quiet=True):  # a bad entry is reported (once) under the lock
             announce("reuse")
-            return TeacherResult(model, "reused", key, entry, self._meta(entry))
+            yield TeacherClaim(self, key, identity, model, self._reused(model, key))
+            return
         lock = self.lock(key)
         try:
             if self._load(entry, model):  # trained by the job that held the lock
                 announce("reuse")
-                return TeacherResult(model, "reused", key, entry, self._meta(entry))
+                yield TeacherClaim(self, key, identity, model, self._reused(model, key))
+                return
             if entry.exists():
                 self._quarantine(entry)
             announce("train")
-            model = build()
-            stage_metrics = train(model)
-            self._write(entry, model, {"key": key, "identity": identity, "metrics": stage_metrics,
-                                       "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-            return TeacherResult(model, "trained", key, entry, self._meta(entry))
+            yield TeacherClaim(self, key, identity, build())  # a failed load may have changed `model`
         finally:
             lock.release()
 
-    def follow(self, identity: dict, build: Callable[[], nn.Module], train: Callable[[nn.Module], dict],
-               decision: str) -> TeacherResult:
+    @contextmanager
+    def follow(self, identity: dict, build: Callable[[], nn.Module], decision: str) -> Iterator["TeacherClaim"]:
         """A DDP rank > 0: do what rank 0 announced, without the lock and without writing.
 
         Rank 0 holds the entry's lock while it trains, and its `fit` waits for every rank, so a
         rank > 0 that took the lock would deadlock; it trains alongside instead (same seeds,
-        same batches) and rank 0 alone writes the entry."""
+        same batches), and its `publish` waits for the entry rank 0 writes."""
         key = teacher_key(identity)
         entry = self.entry(key)
         model = build()
         if decision == "reuse":
             if not self._load(entry, model):
                 raise RuntimeError(f"rank 0 reused teacher entry {entry}, which this rank cannot load")
-            return TeacherResult(model, "reused", key, entry, self._meta(entry))
-        model = build()  # as rank 0 does under the lock: the same initial weights
-        train(model)
-        # rank 0 writes the entry right after the shared fit; its record (weights SHA-256) is this
-        # rank's too, and what later steps (e.g. cached teacher outputs) check against
-        deadline = time.monotonic() + FOLLOW_TIMEOUT_S
-        while not (entry / META).exists():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"rank 0 did not write teacher entry {entry} within {FOLLOW_TIMEOUT_S} s")
-            time.sleep(0.1)
-        return TeacherResult(model, "trained", key, entry, self._meta(entry))
+            yield TeacherClaim(self, key, identity, model, self._reused(model, key))
+            return
+        yield TeacherClaim(self, key, identity, build(), follower=True)  # rank 0's initial weights
+
+    def publish(self, claim: "TeacherClaim", stage_metrics: dict) -> TeacherResult:
+        entry = self.entry(claim.key)
+        if claim.follower:
+            # rank 0 writes the entry right after the shared fit; its record (weights SHA-256) is this
+            # rank's too, and what later steps (e.g. cached teacher outputs) check against
+            deadline = time.monotonic() + FOLLOW_TIMEOUT_S
+            while not (entry / META).exists():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"rank 0 did not write teacher entry {entry} within {FOLLOW_TIMEOUT_S} s")
+                time.sleep(0.1)
+        else:
+            self._write(entry, claim.model, {"key": claim.key, "identity": claim.identity, "metrics": stage_metrics,
+                                             "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        return TeacherResult(claim.model, "trained", claim.key, entry, self._meta(entry))
 
     def _write(self, entry: Path, model: nn.Module, meta: dict) -> None:
         with staged_directory(entry) as staging:  # a failed or full write leaves no staging folder
             torch.save(model.state_dict(), staging / WEIGHTS)
             meta = {**meta, "weights_sha256": file_sha256(staging / WEIGHTS)}
             (staging / META).write_text(json.dumps(meta, indent=2, default=str))
+
+    def _reused(self, model: nn.Module, key: str) -> TeacherResult:
+        entry = self.entry(key)
+        return TeacherResult(model, "reused", key, entry, self._meta(entry))
 
     def _meta(self, entry: Path) -> dict:
         return json.loads((entry / META).read_text())
@@ -204,33 +226,3 @@ class TeacherStore:
         target = graveyard / f"{entry.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         shutil.move(str(entry), str(target))
         log.warning("moved corrupt teacher entry to %s", target)
-
-
-def load_teacher_checkpoint(path: Path | str, model: nn.Module, model_name: str | None = None) -> TeacherResult:
-    """Load external teacher weights safely (tensors only, no pickled code).
-
-    Accepts a plain state_dict, or a Lightning checkpoint whose `state_dict` keys carry a
-    `student.`/`model.` prefix (a kdrun student checkpoint can serve as a teacher).
-    """
-    path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise ConfigError(f"teacher.checkpoint={str(path)!r} could not be read as weights: {error}") from error
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else None
-    if not isinstance(state, dict):
-        raise ConfigError(f"teacher.checkpoint={str(path)!r} holds no state_dict")
-    # A distillation checkpoint also holds its frozen teacher ("teacher.*"): keep the student.
-    for prefix in ("student.", "model."):
-        if any(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-            break
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        raise ConfigError(
-            f"teacher.checkpoint={str(path)!r} does not fit the teacher architecture "
-            f"(teacher={model_name or type(model).__name__}); set teacher= to the checkpoint's model and its "
-            f"options (teacher.model.*). {error}"
-        ) from error
-    return TeacherResult(model, "imported", None, path, {"checkpoint_sha256": file_sha256(path)})

@@ -23,7 +23,7 @@ import logging
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -55,12 +55,13 @@ class StageOwner:
     stage: str
     digest: str
     settings: dict  # flat {dotted key: value}, to name what differs when a resume is refused
+    identity: dict = field(default_factory=dict, compare=False)  # the nested settings digested
 
     @classmethod
-    def of(cls, stage: str, settings: dict, digest: str | None = None) -> "StageOwner":
-        flat = flatten(settings)
+    def of(cls, stage: str, identity: dict, digest: str | None = None) -> "StageOwner":
+        flat = flatten(identity)
         canonical = json.dumps(flat, sort_keys=True, separators=(",", ":"), default=str)
-        return cls(stage, digest or hashlib.sha256(canonical.encode()).hexdigest()[:20], flat)
+        return cls(stage, digest or hashlib.sha256(canonical.encode()).hexdigest()[:20], flat, identity)
 
     def record(self) -> dict:
         return {"stage": self.stage, "digest": self.digest, "settings": self.settings}
@@ -82,7 +83,7 @@ class EpochCheckpoint(Checkpoint):
     A `Checkpoint` subclass, so Lightning calls it after the module's own `on_train_epoch_end`
     (which folds the epoch into the batch-order digest and logs the epoch's loss) and after
     validation. The loggers are flushed first: the logs on disk then hold every row the
-    checkpoint's epochs produced, and a resumed run keeps exactly those (kdrun.loggers).
+    checkpoint's epochs produced, and a resumed run keeps exactly those (kdrun.engine.loggers).
     ModelCheckpoint would save `last.ckpt` only alongside a top-k checkpoint."""
 
     def __init__(self, run_dir: Path, stage: str):

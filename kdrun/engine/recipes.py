@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from kdrun.errors import ConfigError
-from kdrun.value_checks import (check_choice, check_flag, check_fraction, check_keys, check_list, check_mapping,
+from kdrun.config.checks import (check_choice, check_flag, check_fraction, check_keys, check_list, check_mapping,
                                 check_number, check_whole_number)
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -68,8 +68,7 @@ def check_gradient_clip(value, key: str):
 
 
 def stage_budget(stage_cfg, splits, stage: str) -> Budget:
-    """The budget of `stage` ("teacher" or "student") from its recipe, checked before any training."""
-    check_budget_config(stage_cfg, stage)
+    """The budget of `stage` ("teacher" or "student") from its checked recipe (check_recipe), against the data."""
     batch_size = stage_cfg.get("batch_size")
     batch_size = splits.batch_size if batch_size is None else batch_size
     drop_last = stage_cfg.get("drop_last", False)
@@ -116,8 +115,8 @@ def check_lr_schedule_config(schedule_cfg, where: str) -> None:
 
 
 def plan_steps(schedule_cfg, steps_per_epoch: int, total_steps: int, where: str) -> StepPlan:
-    """Convert a schedule's epoch (or step) landmarks to steps, checking them against the budget."""
-    check_lr_schedule_config(schedule_cfg, where)
+    """Convert a checked schedule's (check_lr_schedule_config) epoch or step landmarks to steps, checking
+    them against the budget."""
     name = schedule_cfg.get("name", "constant")
     warmup_steps = schedule_cfg.get("warmup_steps")
     if warmup_steps is None:
@@ -184,7 +183,7 @@ def check_optimizer_config(cfg, where: str) -> None:
 
 
 def build_optimizer(cfg, parameters, where: str) -> torch.optim.Optimizer:
-    check_optimizer_config(cfg, where)
+    """The optimiser of a checked `optimizer` block (check_optimizer_config, run by the run's validation)."""
     name = cfg.get("name")
     weight_decay = float(cfg.get("weight_decay", 0.0) or 0.0)
     groups = parameter_groups(parameters, cfg.get("decay_norm_and_bias", True), weight_decay)

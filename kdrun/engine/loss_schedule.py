@@ -20,9 +20,13 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from kdrun.config_tree import group_options, load_option
+from kdrun.config.tree import group_options, load_option
+from kdrun.config.checks import check_choice, is_finite_number, is_whole_number
 from kdrun.errors import ConfigError
 from kdrun.losses import build_loss
+
+
+WINDOW_ALIGNS = ("start", "center")
 
 
 @dataclass
@@ -78,14 +82,13 @@ def _loss_config(spec: Any, loss_cfg, where: str) -> dict:
 
 def switch_steps(specs: list[PhaseSpec], total_steps: int, window_align: str = "start") -> list[tuple[int, int]]:
     """(blend start step, window) of each switch, checked against the length of training."""
-    if window_align not in ("start", "center"):
-        raise ConfigError(f"schedule.window_align={window_align!r}; allowed: start, center")
+    check_choice(window_align, "schedule.window_align", WINDOW_ALIGNS)
     switches: list[tuple[int, int]] = []
     for spec in specs[:-1]:
         at, window = spec.until, spec.window
-        if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+        if not is_whole_number(window) or window < 0:
             raise ConfigError(f"{spec.where}: window={window!r} must be a whole number of steps >= 0")
-        if isinstance(at, bool) or not isinstance(at, (int, float)):
+        if not is_finite_number(at):
             raise ConfigError(f"{spec.where}={at!r} must be a fraction in [0, 1] (float) or a step (int)")
         if isinstance(at, float):
             if not 0.0 <= at <= 1.0:
@@ -120,9 +123,11 @@ def switch_steps(specs: list[PhaseSpec], total_steps: int, window_align: str = "
 class LossSchedule:
     """Weights the phases' losses by training step and returns their blend."""
 
-    def __init__(self, specs: list[PhaseSpec], total_steps: int, window_align: str = "start"):
+    def __init__(self, specs: list[PhaseSpec], total_steps: int, window_align: str = "start",
+                 losses: list | None = None):
+        """`losses`: the phases' losses when already built (by the run's validation), else built here."""
         self.switches = switch_steps(specs, total_steps, window_align)
-        self.losses = [build_loss(spec.loss, where=spec.where) for spec in specs]
+        self.losses = losses if losses is not None else [build_loss(spec.loss, where=spec.where) for spec in specs]
         self.phase_names = [f"{i}_{loss.name}" for i, loss in enumerate(self.losses)] if len(specs) > 1 \
             else [self.losses[0].name]
         self.needs_teacher = any(loss.needs_teacher for loss in self.losses)

@@ -36,15 +36,17 @@ import torch
 from torch import nn
 
 from kdrun.atomic_files import torch_save
-from kdrun.config_tree import auto_switch_applies
+from kdrun.config.checks import auto_switch_applies
 from kdrun.data.transforms import augments
-from kdrun.distributed import process_rank
-from kdrun.teachers import StoreNotWritable, TeacherStore, not_writable
+from kdrun.engine.distributed import process_rank
+from kdrun.losses.interface import FeatureLoss
+from kdrun.engine.teacher_forward import teacher_forward
+from kdrun.teachers.store import StoreNotWritable, TeacherStore, not_writable
 
 log = logging.getLogger("kdrun")
 
 CACHE_FILE = "teacher_logits.pt"
-CACHE_FORMAT = 2  # 2: the file records the SHA-256 of its logits
+CACHE_FORMAT = 3  # 2: the file records the SHA-256 of its logits; 3: and the teacher's precision
 CACHE_DTYPE = torch.float32
 CACHED_SPLITS = ("train", "val", "test")
 FINGERPRINT_SAMPLES = 16
@@ -68,7 +70,7 @@ def cache_obstacle(cfg, schedule) -> str | None:
     if augments(cfg.data):
         return (f"data.augment={cfg.data.augment} gives the student random inputs, so logits cached by "
                 f"sample index would be stale")
-    feature_losses = [loss.name for loss in schedule.losses if hasattr(loss, "attach")]
+    feature_losses = [loss.name for loss in schedule.losses if isinstance(loss, FeatureLoss)]
     if feature_losses:
         return f"loss {', '.join(feature_losses)} reads the teacher's intermediate features, not only its logits"
     return None
@@ -80,34 +82,35 @@ def check_cache_config(cfg, schedule) -> bool:
                                "needs fixed student inputs and losses that read only the teacher's logits")
 
 
-def teacher_outputs(cfg, splits, teacher, schedule) -> TeacherOutputs | None:
-    """The run's cached teacher logits, or None when the teacher runs online."""
-    if not check_cache_config(cfg, schedule):
+def teacher_outputs(cfg, splits, teacher, enabled: bool) -> TeacherOutputs | None:
+    """The run's cached teacher logits, or None when the teacher runs online (`enabled`: check_cache_config)."""
+    if not enabled:
         return None
+    precision = cfg.teacher.get("precision", "float32")
     if teacher.key is None:  # imported or oracle teacher: not in the store
-        return TeacherOutputs(compute_logits(teacher.model, splits, _compute_device(cfg)), "run", True)
+        return TeacherOutputs(compute_logits(teacher.model, splits, _compute_device(cfg), precision), "run", True)
     entry = Path(teacher.path)
-    path, expected = entry / CACHE_FILE, _cache_identity(splits, teacher)
+    path, expected = entry / CACHE_FILE, _cache_identity(splits, teacher, precision)
     cached, _ = _read(path, expected, quiet=True)  # what is wrong with it is said once, under the lock
     if cached is not None:
         return TeacherOutputs(cached, "store", False)
     if process_rank() > 0:
         # DDP: rank 0 alone writes store entries; the logits are a pure function of the teacher,
         # so another rank computes its own copy rather than waiting on rank 0's file
-        return TeacherOutputs(compute_logits(teacher.model, splits, _compute_device(cfg)), "store", True)
+        return TeacherOutputs(compute_logits(teacher.model, splits, _compute_device(cfg), precision), "store", True)
     store = TeacherStore(entry.parent)
     try:
         lock = store.lock(teacher.key)
     except StoreNotWritable as error:
         log.warning("%s; the teacher's outputs are computed for this run only, not kept in the store", error.strerror)
-        return TeacherOutputs(compute_logits(teacher.model, splits, _compute_device(cfg)), "run", True)
+        return TeacherOutputs(compute_logits(teacher.model, splits, _compute_device(cfg), precision), "run", True)
     try:
         cached, problem = _read(path, expected)  # written by a job that held the lock first
         if cached is not None:
             return TeacherOutputs(cached, "store", False)
         if problem is not None:
             store.quarantine_file(path, problem)
-        logits = compute_logits(teacher.model, splits, _compute_device(cfg))
+        logits = compute_logits(teacher.model, splits, _compute_device(cfg), precision)
         try:
             torch_save({"identity": expected, "logits": logits, "logits_sha256": logits_digest(logits)}, path)
         except OSError as error:
@@ -122,8 +125,9 @@ def teacher_outputs(cfg, splits, teacher, schedule) -> TeacherOutputs | None:
 
 
 @torch.inference_mode()
-def compute_logits(model: nn.Module, splits, device: torch.device) -> dict[str, torch.Tensor]:
-    """Full-precision logits of `model` (in eval mode) on every sample of each cached split, by dataset index."""
+def compute_logits(model: nn.Module, splits, device: torch.device, precision: str = "float32") -> dict[str, torch.Tensor]:
+    """Logits of `model` (in eval mode, in `precision`: kdrun.engine.teacher_forward) on every sample of each
+    cached split, by dataset index."""
     global compute_count
     compute_count += 1
     was_training, home = model.training, _device_of(model)
@@ -134,7 +138,7 @@ def compute_logits(model: nn.Module, splits, device: torch.device) -> dict[str, 
             loader = splits.loader(split, batch_size=COMPUTE_BATCH_SIZE)  # eval transform: the student's inputs
             table = torch.empty(len(loader.dataset), splits.num_classes, dtype=CACHE_DTYPE)
             for x, _, index in loader:
-                table[index] = model(x.to(device)).float().cpu().to(CACHE_DTYPE)
+                table[index] = teacher_forward(model, x.to(device), precision).cpu().to(CACHE_DTYPE)
             logits[split] = table
     finally:
         model.to(home).train(was_training)
@@ -150,10 +154,11 @@ def input_fingerprint(splits) -> str:
     return digest.hexdigest()[:20]
 
 
-def _cache_identity(splits, teacher) -> dict:
+def _cache_identity(splits, teacher, precision: str) -> dict:
     return {
         "format": CACHE_FORMAT,
         "dtype": str(CACHE_DTYPE),
+        "teacher_precision": precision,  # a cache made in another precision is recomputed, not reused
         "num_classes": splits.num_classes,
         "sizes": {split: len(getattr(splits.source, split)) for split in CACHED_SPLITS},
         "weights_sha256": teacher.meta.get("weights_sha256"),

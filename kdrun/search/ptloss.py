@@ -25,39 +25,29 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from kdrun.cli import CONFIGS  # noqa: F401  importing kdrun.cli registers the model zoo (teacher=, student=)
+from kdrun.config.checks import check_flag, check_list, check_number, check_whole_number
+from kdrun.config.roles import register_role_groups
+from kdrun.config.tree import config_dir
 from kdrun.errors import ConfigError
 
 
 def check_search_config(search) -> None:
     """Reject bad `search` values before any data is loaded or teacher trained."""
-    def whole(key: str, minimum: int, allow_none: bool = False) -> None:
-        value = search.get(key)
-        if value is None and allow_none:
-            return
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(f"search.{key}={value!r} must be a whole number >= {minimum}"
-                              + (" or null" if allow_none else ""))
-
-    whole("max_order", 1)
-    whole("order", 1, allow_none=True)
-    whole("trials", 1)
-    whole("dev_size", 1)
-    whole("max_iterations", 1)
-    bounds = search.get("range")
-    if (bounds is None or len(bounds) != 2 or not all(_is_number(v) and math.isfinite(v) for v in bounds)
-            or not bounds[0] <= bounds[1]):
-        raise ConfigError(f"search.range={list(bounds) if bounds is not None else None!r} must be [low, high] "
-                          f"with finite numbers low <= high")
-    if not isinstance(search.get("per_class"), bool):
-        raise ConfigError(f"search.per_class={search.get('per_class')!r} must be true or false")
+    for key in ("max_order", "trials", "dev_size", "max_iterations"):
+        check_whole_number(search.get(key), f"search.{key}", minimum=1)
+    check_whole_number(search.get("order"), "search.order", minimum=1, allow_none=True,
+                       meaning="null: the best over orders 1..max_order")
+    bounds = check_list(search.get("range"), "search.range", length=2, meaning="[low, high] of each coefficient")
+    low, high = (check_number(value, f"search.range[{index}]") for index, value in enumerate(bounds))
+    if not low <= high:
+        raise ConfigError(f"search.range={bounds} has low > high; allowed: [low, high] with low <= high")
+    check_flag(search.get("per_class"), "search.per_class", meaning="one row of coefficients per class")
 
 
 def teacher_dev_probabilities(cfg, output_dir: Path):
@@ -65,15 +55,15 @@ def teacher_dev_probabilities(cfg, output_dir: Path):
     import numpy as np
     import torch
 
+    from kdrun.config.validate import validate_config
     from kdrun.data.datamodule import DataSplits
-    from kdrun.pipeline import _quiet_framework_chatter, get_teacher
-    from kdrun.seeds import resolve_seeds
-    from kdrun.validate import validate_config
+    from kdrun.engine.trainer import quiet_framework_chatter
+    from kdrun.teachers.obtain import obtain_teacher
 
-    _quiet_framework_chatter()
-    validate_config(cfg)
-    splits = DataSplits.build(cfg.data, resolve_seeds(cfg.seed, cfg.seeds))
-    teacher = get_teacher(cfg, splits, output_dir)
+    quiet_framework_chatter()
+    checked = validate_config(cfg)
+    splits = DataSplits.build(cfg.data, checked.seeds)
+    teacher = obtain_teacher(cfg, splits, output_dir, divergence=checked.divergence)
     dev_total = len(splits.source.val.dataset)
     size = min(int(cfg.search.dev_size), dev_total)
     indices = np.sort(np.random.default_rng(int(cfg.search.seed)).permutation(dev_total)[:size])
@@ -152,8 +142,14 @@ def search(cfg, output_dir: Path) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="ptloss_search")
-def main(cfg: DictConfig) -> float | None:
+def main() -> float | None:
+    """The console script: the role groups (teacher=, student=), then the Hydra application."""
+    register_role_groups()
+    return hydra_main()
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="ptloss_search")
+def hydra_main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -166,10 +162,6 @@ def main(cfg: DictConfig) -> float | None:
         print(f"kdrun-ptloss-search: invalid configuration: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     return result["score"]
-
-
-def _is_number(value) -> bool:  # not kdrun.losses.is_number: importing the losses would load torch at start-up
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 if __name__ == "__main__":

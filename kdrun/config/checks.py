@@ -101,6 +101,14 @@ def check_fraction(value, key: str, low_inclusive: bool = True, high_inclusive: 
     return check_number(value, key, 0, 1, low_inclusive, high_inclusive, allow_none, meaning)
 
 
+def check_unit_interval(value, key: str, meaning: str | None = None):
+    """A finite number in [0, 1], worded as the loss options' checks have always been
+    (`kd.alpha=1.5 is outside [0, 1] (the teacher's weight in the mixture)`, quoted in the README)."""
+    if not is_finite_number(value) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{key}={value} is outside [0, 1]" + (f" ({meaning})" if meaning else ""))
+    return value
+
+
 def check_seed(value, key: str, allow_none: bool = False, meaning: str | None = None):
     """A seed: a whole number in [0, 2**32 - 1], the range every generator kdrun seeds accepts."""
     return check_whole_number(value, key, 0, SEED_MAX, allow_none, meaning)
@@ -159,3 +167,27 @@ def check_keys(mapping: Mapping, key: str, allowed: Sequence) -> None:
     for name in mapping:
         if name not in allowed:
             fail(f"{key}.{name}", mapping[name], "is not a setting of this block", ", ".join(allowed))
+
+
+AUTO_SWITCH = ("auto", "true", "false")
+
+
+def auto_switch(node, key: str, where: str) -> str:
+    """An `auto | true | false` option as one of those strings (YAML and the command line give booleans;
+    0 and 1 are not booleans here)."""
+    value = node.get(key, "auto")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return check_choice(value, f"{where}.{key}", AUTO_SWITCH)
+
+
+def auto_switch_applies(node, key: str, where: str, obstacle, needs: str) -> bool:
+    """Whether an `auto | true | false` optimisation applies: `auto` when `obstacle()` names nothing
+    in its way, `true` where something is in its way is a ConfigError naming it."""
+    mode = auto_switch(node, key, where)
+    if mode == "false":
+        return False
+    reason = obstacle()
+    if reason is not None and mode == "true":
+        raise ConfigError(f"{where}.{key}=true {needs}, but {reason}; allowed: {where}.{key}=auto or false")
+    return reason is None

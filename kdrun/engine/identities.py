@@ -1,0 +1,50 @@
+"""What the student's training depends on, as a plain dict that is hashed: what a student checkpoint
+belongs to (kdrun.engine.resume), so a run resumes a checkpoint only when its own identity matches.
+The teacher's counterpart is its store key (kdrun.teachers.identity)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from kdrun.atomic_files import file_sha256
+from kdrun.engine.recipes import RECIPE_KEYS
+from kdrun.engine.resume import StageOwner
+from kdrun.engine.trainer import resolve_precision
+
+# Data keys that say where files live or how batches are fetched, never what is trained on
+# (the in-memory path gives the DataLoader's batches bit for bit).
+LOCATION_DATA_KEYS = {"num_workers", "root", "download", "verify_checksums", "fast_path"}
+
+
+def student_identity(cfg: DictConfig, splits, seeds, teacher: StageOwner | None, cache_outputs: bool) -> dict:
+    """Everything that determines the student's training: data and kappa subset, seeds, model, recipe with
+    its budget, loss, schedule, teacher (and its precision), precision. Not the logger, evaluation,
+    analysis, divergence or output settings, which change no weight."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    student = OmegaConf.to_container(cfg.student, resolve=True)
+    if teacher is not None:
+        source = {"store_key": teacher.digest}
+    elif cfg.teacher.checkpoint is not None:
+        source = {"checkpoint_sha256": file_sha256(Path(str(cfg.teacher.checkpoint)))}
+    else:
+        source = {"oracle": cfg.teacher.oracle, "options": OmegaConf.to_container(cfg.teacher.oracle_options,
+                                                                                    resolve=True)}
+    return {
+        "data": {key: value for key, value in data.items() if key not in LOCATION_DATA_KEYS},
+        "student_indices_sha256": hashlib.sha256(
+            np.ascontiguousarray(splits.student_indices, dtype=np.int64).tobytes()).hexdigest(),
+        "seeds": {"init": seeds.init, "data_order": seeds.data_order, "subset": seeds.subset},
+        "model": student["model"],
+        "init": student.get("init", "own"),
+        "recipe": {key: student.get(key) for key in RECIPE_KEYS},
+        "loss": OmegaConf.to_container(cfg.loss, resolve=True),
+        "schedule": OmegaConf.to_container(cfg.schedule, resolve=True),
+        "teacher": {**source, "precision": cfg.teacher.get("precision", "float32")},
+        "teacher_outputs": "cached" if cache_outputs else "online",
+        "precision": resolve_precision(cfg.trainer.get("precision")),
+        "trainer_gradient_clip_val": cfg.trainer.get("gradient_clip_val"),
+    }

@@ -1,0 +1,29 @@
+"""The one rule for the teacher's numerics, shared by its online forward pass and its cached outputs.
+
+`teacher.precision: float32` (the default) runs the teacher in full precision, also inside a
+student stage that trains under bf16 autocast (`trainer.precision=bf16-mixed`: the teacher's
+forward pass is taken out of the student's autocast); `bf16` runs it under bf16 autocast on the
+device it is on (meant for GPUs; CPUs support it too, slowly). Either way the logits are returned
+as float32, and a cached file records the precision it was computed in, so online and cached
+teachers of a run agree, and a cache made in another precision is recomputed, never reused.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kdrun.config.checks import check_choice
+
+TEACHER_PRECISIONS = ("float32", "bf16")
+
+
+def check_teacher_precision(value) -> str:
+    return check_choice(value, "teacher.precision", TEACHER_PRECISIONS,
+                        meaning="the teacher's forward pass, online and cached; bf16 is meant for GPUs")
+
+
+def teacher_forward(model: nn.Module, x: torch.Tensor, precision: str = "float32") -> torch.Tensor:
+    """The teacher's logits on `x` as float32, computed in `precision` (the caller picks no_grad or inference mode)."""
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        return model(x).float()

@@ -1,0 +1,1 @@
+"""Searches that are commands of their own (kdrun-ptloss-search)."""
