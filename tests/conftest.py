@@ -1,54 +1,33 @@
-"""Shared helpers: compose kdrun configs in-process and run the real `kdrun` command."""
+"""Fixtures every test may use; the shared helpers are in support.py."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+
+from support import kdrun_command
 
 from kdrun.config.roles import register_role_groups
-from kdrun.config.tree import config_dir
 
 register_role_groups()  # teacher=/student= and the recipe groups, as every kdrun entry point does
-# Few epochs: enough to exercise every stage, fast on 2 CPU cores.
-QUICK = ["teacher.epochs=2", "student.epochs=2"]
 
 
-def compose_config(tmp_path: Path, overrides: list[str] = (), quick: bool = True):
-    """The config `kdrun OVERRIDES` would run, with outputs and teacher store under tmp_path."""
-    overrides = [f"paths.output_root={tmp_path}", *(QUICK if quick else []), *overrides]
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.trainer.enable_progress_bar = False
-    return cfg
+@pytest.fixture(scope="session")
+def quick_sweep(tmp_path_factory):
+    """One real `kdrun -m loss=ce,kd seed=0,1,2` sweep (six jobs, one teacher, one epoch each), shared by the
+    tests that only read it: (the command's result, the output root holding sweeps/ and teacher_store/)."""
+    root = tmp_path_factory.mktemp("quick_sweep")
+    result = kdrun_command(["-m", "loss=ce,kd", "seed=0,1,2", "teacher.epochs=1", "student.epochs=1",
+                            f"paths.output_root={root}"], cwd=root)
+    return result, root
 
 
-def run_in_process(tmp_path: Path, overrides: list[str] = (), name: str = "run", quick: bool = True) -> tuple[dict, Path]:
-    from kdrun.pipeline import run
-
-    out = tmp_path / "runs" / name
-    return run(compose_config(tmp_path, overrides, quick), out), out
-
-
-def kdrun_command(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 240) -> subprocess.CompletedProcess:
-    """Run the installed `kdrun` console script as a user would; `env` values of None unset a variable."""
-    environment = {**os.environ, **(env or {})}
-    environment = {key: value for key, value in environment.items() if value is not None}
-    script = Path(sys.executable).parent / "kdrun"
-    return subprocess.run([str(script), *args], cwd=cwd, env=environment, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def read_metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
+@pytest.fixture(scope="session")
+def shared_store(tmp_path_factory) -> Path:
+    """A teacher store shared by the tests that need some teacher but test nothing of the store: each
+    distinct teacher is trained once for the whole session (`run_in_process(..., store=shared_store)`)."""
+    return tmp_path_factory.mktemp("shared") / "teacher_store"
 
 
 @pytest.fixture
@@ -60,11 +39,3 @@ def tree_snapshot():
                 for p in sorted(root.rglob("*")) if p.is_file()}
 
     return snapshot
-
-
-def random_logits(batch: int, classes: int, seed: int, scale: float = 2.0, dtype=torch.float64):
-    """(student logits, teacher logits, labels): seeded random inputs for loss-formula tests."""
-    generator = torch.Generator().manual_seed(seed)
-    student = torch.randn(batch, classes, generator=generator, dtype=dtype) * scale
-    teacher = torch.randn(batch, classes, generator=generator, dtype=dtype) * scale
-    return student, teacher, torch.randint(0, classes, (batch,), generator=generator)

@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from conftest import QUICK, kdrun_command, read_metrics
+from support import QUICK, kdrun_command, read_metrics
 from kdrun.config.tree import config_dir, group_options
 
 
@@ -48,7 +48,7 @@ def test_cfg_job_prints_the_composed_config_with_roles_swapped(tmp_path):
 
 
 def test_experiment_preset_composes(tmp_path):
-    result = kdrun_command(["experiment=late_switch", "--cfg", "job"], cwd=tmp_path)
+    result = kdrun_command(["experiment=late_switch_demo", "--cfg", "job"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     cfg = yaml.safe_load(result.stdout)
     assert cfg["schedule"]["name"] == "late_switch" and cfg["schedule"]["window"] == 20
@@ -56,7 +56,7 @@ def test_experiment_preset_composes(tmp_path):
 
 
 def test_run_prints_summary_and_writes_run_directory(tmp_path):
-    result = kdrun_command(["experiment=late_switch", *QUICK], cwd=tmp_path)
+    result = kdrun_command(["experiment=late_switch_demo", *QUICK], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "teacher: trained" in result.stdout
     assert "student-teacher agreement" in result.stdout
@@ -73,18 +73,22 @@ def test_bad_value_fails_with_a_clear_message_and_nonzero_exit(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "kdrun: invalid configuration: loss: kd.alpha=2 is outside [0, 1] (the teacher's weight in the mixture)"]
     assert not (tmp_path / "outputs" / "teacher_store").exists()
+    # a single run records its status too (as every sweep job does)
+    (run_dir,) = list((tmp_path / "outputs" / "runs").iterdir())
+    recorded = json.loads((run_dir / "status.json").read_text())
+    assert recorded["status"] == "failed" and "alpha=2" in recorded["error"]
 
 
-def test_sweep_runs_six_jobs_and_trains_the_teacher_once(tmp_path):
-    result = kdrun_command(["-m", "loss=ce,kd", "seed=0,1,2", *QUICK], cwd=tmp_path)
+def test_sweep_runs_six_jobs_and_trains_the_teacher_once(quick_sweep):
+    result, root = quick_sweep  # kdrun -m loss=ce,kd seed=0,1,2 (conftest)
     assert result.returncode == 0, result.stderr
-    (sweep,) = list((tmp_path / "outputs" / "sweeps").iterdir())
+    (sweep,) = list((root / "sweeps").iterdir())
     runs = sorted(p for p in sweep.iterdir() if (p / "metrics.json").exists())
     assert len(runs) == 6
     metrics = [read_metrics(run) for run in runs]
     assert sorted(m["teacher/source"] for m in metrics) == ["reused"] * 5 + ["trained"]
     assert len({m["teacher/key"] for m in metrics}) == 1
-    entries = [p for p in (tmp_path / "outputs" / "teacher_store").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    entries = [p for p in (root / "teacher_store").iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert len(entries) == 1
     overrides = [yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) for run in runs]
     assert {tuple(sorted(o for o in ov if o.split("=")[0] in ("loss", "seed"))) for ov in overrides} == {

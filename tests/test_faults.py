@@ -24,12 +24,12 @@ import pytest
 import torch
 from filelock import FileLock
 
-from conftest import compose_config, kdrun_command, read_metrics
+from support import compose_config, kdrun_command, read_metrics
 from kdrun.teachers import cached_outputs as teacher_cache
 from kdrun.errors import ConfigError, DiskFull, TrainingDiverged
 from kdrun.pipeline import run
 from kdrun.engine.resume import LAST, EpochCheckpoint, checkpoint_dir
-from kdrun.teachers.store import META, WEIGHTS, file_sha256
+from kdrun.teachers.store import WEIGHTS, file_sha256
 
 # Small and quick: an MLP teacher, batches of 128 (11 steps an epoch), no CKA at evaluation.
 LIGHT = ["teacher=mlp", "teacher.model.width=64", "data.batch_size=128", "evaluation.cka_samples=0"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import read_metrics, run_in_process
+from support import read_metrics, run_in_process
 
 REQUIRED_KEYS = {
     "teacher/test/acc", "teacher/test/nll", "student/test/acc", "student/test/nll", "student/test/ece",
@@ -59,9 +59,9 @@ def test_runs_differing_only_in_loss_share_init_and_batches(tmp_path):
     assert ce["teacher/key"] == kd["teacher/key"] == other_seed["teacher/key"]
 
 
-def test_explicit_stream_seeds_decouple_init_from_data_order(tmp_path):
-    base, _ = run_in_process(tmp_path, ["seeds.init=5", "seeds.data_order=7"], name="a")
-    new_order, _ = run_in_process(tmp_path, ["seeds.init=5", "seeds.data_order=8"], name="b")
+def test_explicit_stream_seeds_decouple_init_from_data_order(tmp_path, shared_store):
+    base, _ = run_in_process(tmp_path, ["seeds.init=5", "seeds.data_order=7"], name="a", store=shared_store)
+    new_order, _ = run_in_process(tmp_path, ["seeds.init=5", "seeds.data_order=8"], name="b", store=shared_store)
     assert base["student/init_checksum"] == new_order["student/init_checksum"]
     assert base["student/batch_order_checksum"] != new_order["student/batch_order_checksum"]
 
@@ -71,9 +71,9 @@ def _schedule_rows(out):
         return [row for row in csv.DictReader(handle) if row.get("schedule/0_ce")]
 
 
-def test_late_switch_blends_over_the_window_and_logs_weights_every_step(tmp_path):
+def test_late_switch_blends_over_the_window_and_logs_weights_every_step(tmp_path, shared_store):
     metrics, out = run_in_process(
-        tmp_path, ["schedule=late_switch", "schedule.at=10", "schedule.window=4"], name="switch")
+        tmp_path, ["schedule=late_switch", "schedule.at=10", "schedule.window=4"], name="switch", store=shared_store)
     rows = _schedule_rows(out)
     assert len(rows) == metrics["student/steps"]  # one row per step
     weights = {int(row["step"]): (float(row["schedule/0_ce"]), float(row["schedule/1_kd"])) for row in rows}
@@ -85,9 +85,10 @@ def test_late_switch_blends_over_the_window_and_logs_weights_every_step(tmp_path
     assert all(sum(w) == pytest.approx(1.0) for w in weights.values())
 
 
-def test_switch_from_kd_back_to_labels_at_a_fraction(tmp_path):
+def test_switch_from_kd_back_to_labels_at_a_fraction(tmp_path, shared_store):
     metrics, out = run_in_process(
-        tmp_path, ["schedule=late_switch", "schedule.from=kd", "schedule.to=ce", "schedule.at=0.5"], name="back")
+        tmp_path, ["schedule=late_switch", "schedule.from=kd", "schedule.to=ce", "schedule.at=0.5"], name="back",
+        store=shared_store)
     rows = _schedule_rows_named(out, "schedule/0_kd", "schedule/1_ce")
     switch = round(0.5 * metrics["student/steps"])
     assert rows[switch - 1] == (1.0, 0.0) and rows[switch] == (0.0, 1.0)
@@ -98,17 +99,17 @@ def _schedule_rows_named(out, first, second):
         return {int(r["step"]): (float(r[first]), float(r[second])) for r in csv.DictReader(handle) if r.get(first)}
 
 
-def test_phases_schedule_runs_a_list_of_losses(tmp_path):
-    _, out = run_in_process(tmp_path, ["schedule=phases"], name="phases")
+def test_phases_schedule_runs_a_list_of_losses(tmp_path, shared_store):
+    _, out = run_in_process(tmp_path, ["schedule=phases"], name="phases", store=shared_store)
     with open(out / "logs" / "student" / "metrics.csv") as handle:
         header = next(csv.reader(handle))
     assert {"schedule/0_ce", "schedule/1_kd", "schedule/2_ce"} <= set(header)
 
 
-def test_kappa_subset_sizes_reach_the_metrics(tmp_path):
-    metrics, _ = run_in_process(tmp_path, ["data.kappa=0.25", "data.stratified=true"], name="kappa")
+def test_kappa_subset_sizes_reach_the_metrics(tmp_path, shared_store):
+    metrics, _ = run_in_process(tmp_path, ["data.kappa=0.25", "data.stratified=true"], name="kappa", store=shared_store)
     assert metrics["student/train_size"] == round(0.25 * metrics["teacher/train_size"])
-    bigger, _ = run_in_process(tmp_path, ["data.teacher_size=500", "data.kappa=2.0"], name="kappa2")
+    bigger, _ = run_in_process(tmp_path, ["data.teacher_size=500", "data.kappa=2.0"], name="kappa2", store=shared_store)
     assert (bigger["teacher/train_size"], bigger["student/train_size"]) == (500, 1000)
 
 

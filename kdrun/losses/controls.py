@@ -6,7 +6,7 @@
   uniform target stays uniform at any T, a temperature softens only the student side.
 - label smoothing is `loss=ce loss.label_smoothing=A`;
 - SIDDO (same initialisation, different data order, cross-entropy) is not a loss but a run
-  setting: `experiment=siddo` (student architecture and initial weights of the teacher,
+  setting: `experiment=siddo_demo` (student architecture and initial weights of the teacher,
   `student.init=teacher`, and a data order that differs from the teacher's).
 """
 

@@ -22,7 +22,7 @@ and every student looks them up (`cache["train"][index]`) instead of running the
 
 Logits are stored as float32: 4 bytes x classes per sample (20 MB for CIFAR-100's 50k x 100),
 and cached and online losses then agree to float32 rounding (float16 would move a KD loss by
-~1e-4 relative; tests/test_teacher_cache.py measures both).
+~1e-4 relative; tests/teachers/test_cached_outputs.py measures both).
 """
 
 from __future__ import annotations

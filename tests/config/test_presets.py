@@ -1,0 +1,55 @@
+"""Every experiment preset composes, and every job of its sweep passes validation (before any training)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from omegaconf import OmegaConf
+
+from support import compose_config
+from kdrun.config.tree import config_dir
+from kdrun.config.validate import validate_config
+
+PRESETS = sorted(str(p.relative_to(config_dir() / "experiment").with_suffix(""))
+                 for p in (config_dir() / "experiment").rglob("*.yaml"))
+
+
+def sweep_jobs(params: dict, keep: int = 2) -> list[list[str]]:
+    """The sweep's override combinations, each value list cut to its first `keep` entries and the
+    seeds to one (they cannot make a job invalid)."""
+    choices = []
+    for key, values in params.items():
+        if key == "seed" or key.startswith("seeds."):
+            keep_here = 1
+        else:
+            keep_here = keep
+        text = str(values)
+        if text.startswith("range("):
+            start, stop = (int(v) for v in text[6:-1].split(",")[:2])
+            options = [str(v) for v in range(start, stop)]
+        elif text.startswith(("tag(", "interval(", "choice(")):
+            continue  # Optuna search spaces: not a grid
+        else:
+            options = text.split(",")
+        choices.append([f"{key}={value}" for value in options[:keep_here]])
+    return [list(combo) for combo in itertools.product(*choices)]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_composes_and_every_sweep_job_validates(tmp_path, preset):
+    base = compose_config(tmp_path, [f"experiment={preset}"], quick=False)
+    preset_file = OmegaConf.load(config_dir() / "experiment" / f"{preset}.yaml")
+    params = OmegaConf.to_container(OmegaConf.select(preset_file, "hydra.sweeper.params") or OmegaConf.create({}))
+    for job in sweep_jobs(params) or [[]]:
+        cfg = compose_config(tmp_path, [f"experiment={preset}", *job], quick=False)
+        validate_config(cfg)
+    assert base.teacher.model.num_classes == base.student.model.num_classes
+
+
+def test_full_and_small_variants_come_in_pairs():
+    papers = {p.split("/")[0] for p in PRESETS if p.startswith("paper")}
+    assert papers == {"paper000", "paper001", "paper002", "paper003", "paper004"}
+    for preset in PRESETS:
+        if preset.startswith("paper") and preset.endswith("_small"):
+            assert preset[: -len("_small")] in PRESETS, preset
