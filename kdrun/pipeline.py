@@ -25,7 +25,7 @@ from kdrun.data.datamodule import DataSplits
 from kdrun.data.in_memory import use_fast_path
 from kdrun.errors import ConfigError
 from kdrun.engine.distributed import check_distributed_support, process_rank, training_world_size
-from kdrun.engine.identities import student_identity
+from kdrun.engine.identities import student_identity, teacher_reference
 from kdrun.teachers.identity import teacher_owner
 from kdrun.engine.loggers import close_logger, is_wandb, log_run_figures
 from kdrun.engine.loss_schedule import LossSchedule
@@ -38,7 +38,7 @@ from kdrun.evaluation.per_sample_csv import write_per_sample_csv
 from kdrun.losses.feature_taps import check_feature_layers
 from kdrun.models import build_model, count_parameters
 from kdrun.teachers.cached_outputs import TeacherOutputs, check_cache_config, teacher_outputs
-from kdrun.teachers.obtain import obtain_teacher, teacher_plan
+from kdrun.teachers.obtain import fixed_teacher, obtain_teacher, teacher_plan
 from kdrun.teachers.store import TeacherResult, TeacherStore
 
 log = logging.getLogger("kdrun")
@@ -55,6 +55,7 @@ class RunPlan:
     fast_path: bool
     cache_outputs: bool
     teacher_owner: StageOwner | None
+    ready_teacher: TeacherResult | None  # an oracle or imported teacher: nothing trains it
     resume: dict[str, Resume]
     group: str  # the wandb group: the sweep's directory name, else the run's
 
@@ -70,7 +71,8 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     times: dict[str, float] = {}
     with _timed(times, "teacher/wall_time_s"):
         teacher = obtain_teacher(cfg, plan.splits, output_dir, plan.group, plan.resume["teacher"],
-                                 plan.checked.divergence, plan.teacher_plan, plan.fast_path)
+                                 plan.checked.divergence, plan.teacher_plan, plan.fast_path, plan.teacher_owner,
+                                 plan.ready_teacher)
     with _timed(times, "teacher/outputs_wall_time_s"):
         cached = cache_teacher_outputs(cfg, plan, teacher)
     with _timed(times, "student/wall_time_s"):
@@ -96,21 +98,23 @@ def preflight(cfg: DictConfig, output_dir: Path) -> RunPlan:
     teacher_budget = teacher_plan(cfg, splits) if trains_teacher else None
     for stage in ("teacher", "student") if trains_teacher else ("student",):
         check_trainer_settings(trainer_arguments(cfg, stage))
-    # the teacher's architecture (and the layers feature losses name) before the student is initialised
+    # the teacher's architecture (and the layers feature losses name) before the student is initialised;
+    # an oracle or imported teacher is the run's teacher already (a checkpoint that does not fit fails here)
     teacher_architecture = None if cfg.teacher.get("oracle") else build_model(
         cfg.teacher.model, splits.source.input_shape, "teacher")
+    ready = fixed_teacher(cfg, splits, output_dir, checked.oracle_options, teacher_architecture)
     owner = teacher_owner(cfg, splits) if trains_teacher else None
     if owner is not None:
         TeacherStore(cfg.teacher.store).check_writable(owner.digest)
-    student, cache_outputs = plan_student(cfg, checked, splits, owner, output_dir)
+    student, cache_outputs = plan_student(cfg, checked, splits, teacher_reference(cfg, owner, ready), output_dir)
     check_feature_layers(student.schedule.losses, student.model, teacher_architecture)
     resume = plan_resume(output_dir, {"teacher": owner, "student": student.owner}, cfg.get("resume", "auto"))
     student.resume = resume["student"]
     return RunPlan(checked, splits, teacher_budget, student, use_fast_path(cfg.data, splits), cache_outputs, owner,
-                   resume, _run_group(output_dir))
+                   ready, resume, _run_group(output_dir))
 
 
-def plan_student(cfg, checked: CheckedConfig, splits: DataSplits, teacher: StageOwner | None,
+def plan_student(cfg, checked: CheckedConfig, splits: DataSplits, teacher: dict,
                  output_dir: Path) -> tuple[Stage, bool]:
     """The student stage (its budget and schedules against the data, its initial weights, its analyses),
     and whether it reads the teacher's outputs from a cache."""

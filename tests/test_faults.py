@@ -231,6 +231,10 @@ def test_an_imported_teacher_of_another_architecture_names_the_model_option(tmp_
     with pytest.raises(ConfigError, match=r"does not fit the teacher architecture \(teacher=cnn\)"):
         run(config(tmp_path, [*FAST, "teacher=cnn", "teacher.model.width=0.25", f"teacher.checkpoint={weights}"]),
             tmp_path / "runs" / "b")
+    assert not (tmp_path / "runs" / "b").exists()  # refused in preflight, before the run wrote anything
+    with pytest.raises(ConfigError, match=r"teacher.oracle=bayes needs the exact p\*\(y\|x\)"):
+        run(config(tmp_path, [*FAST, "teacher.oracle=bayes"]), tmp_path / "runs" / "c")
+    assert not (tmp_path / "runs" / "c").exists()
 
 
 # ---------------------------------------------------------------------------------------------

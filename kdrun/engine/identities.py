@@ -20,19 +20,22 @@ from kdrun.engine.trainer import resolve_precision
 LOCATION_DATA_KEYS = {"num_workers", "root", "download", "verify_checksums", "fast_path"}
 
 
-def student_identity(cfg: DictConfig, splits, seeds, teacher: StageOwner | None, cache_outputs: bool) -> dict:
+def teacher_reference(cfg: DictConfig, owner: StageOwner | None, ready=None) -> dict:
+    """Which teacher the student distils from: its store key, the imported file's SHA-256, or the oracle."""
+    if owner is not None:
+        return {"store_key": owner.digest}
+    if cfg.teacher.checkpoint is not None:
+        digest = ready.meta.get("checkpoint_sha256") if ready is not None else None
+        return {"checkpoint_sha256": digest or file_sha256(Path(str(cfg.teacher.checkpoint)))}
+    return {"oracle": cfg.teacher.oracle, "options": OmegaConf.to_container(cfg.teacher.oracle_options, resolve=True)}
+
+
+def student_identity(cfg: DictConfig, splits, seeds, teacher: dict, cache_outputs: bool) -> dict:
     """Everything that determines the student's training: data and kappa subset, seeds, model, recipe with
     its budget, loss, schedule, teacher (and its precision), precision. Not the logger, evaluation,
     analysis, divergence or output settings, which change no weight."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
     student = OmegaConf.to_container(cfg.student, resolve=True)
-    if teacher is not None:
-        source = {"store_key": teacher.digest}
-    elif cfg.teacher.checkpoint is not None:
-        source = {"checkpoint_sha256": file_sha256(Path(str(cfg.teacher.checkpoint)))}
-    else:
-        source = {"oracle": cfg.teacher.oracle, "options": OmegaConf.to_container(cfg.teacher.oracle_options,
-                                                                                    resolve=True)}
     return {
         "data": {key: value for key, value in data.items() if key not in LOCATION_DATA_KEYS},
         "student_indices_sha256": hashlib.sha256(
@@ -43,7 +46,7 @@ def student_identity(cfg: DictConfig, splits, seeds, teacher: StageOwner | None,
         "recipe": {key: student.get(key) for key in RECIPE_KEYS},
         "loss": OmegaConf.to_container(cfg.loss, resolve=True),
         "schedule": OmegaConf.to_container(cfg.schedule, resolve=True),
-        "teacher": {**source, "precision": cfg.teacher.get("precision", "float32")},
+        "teacher": {**teacher, "precision": cfg.teacher.get("precision", "float32")},  # teacher_reference
         "teacher_outputs": "cached" if cache_outputs else "online",
         "precision": resolve_precision(cfg.trainer.get("precision")),
         "trainer_gradient_clip_val": cfg.trainer.get("gradient_clip_val"),

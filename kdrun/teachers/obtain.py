@@ -15,7 +15,7 @@ from kdrun.engine.divergence import DivergenceSettings
 from kdrun.teachers.identity import teacher_owner
 from kdrun.engine.loss_schedule import LossSchedule, PhaseSpec
 from kdrun.engine.recipes import Budget, StepPlan, plan_steps, stage_budget
-from kdrun.engine.resume import Resume, plan_resume
+from kdrun.engine.resume import Resume, StageOwner, plan_resume
 from kdrun.engine.stages import Stage, train_stage
 from kdrun.engine.loggers import close_logger
 from kdrun.config.seeds import derive_seed
@@ -33,26 +33,37 @@ def teacher_plan(cfg, splits: DataSplits) -> tuple[Budget, StepPlan]:
     return budget, plan_steps(cfg.teacher.lr_schedule, budget.steps_per_epoch, budget.total_steps, "teacher")
 
 
+def fixed_teacher(cfg, splits: DataSplits, output_dir: Path, oracle_options: dict | None = None,
+                  model=None) -> TeacherResult | None:
+    """The teacher when nothing trains it: an oracle, or imported weights (loaded into `model`, a freshly
+    built teacher architecture, when given); None for a teacher of the store."""
+    if cfg.teacher.get("oracle"):
+        oracle = build_oracle_teacher(cfg, splits.source, oracle_options)
+        return TeacherResult(oracle, f"oracle {cfg.teacher.oracle}", None, output_dir)
+    if cfg.teacher.checkpoint is not None:
+        model = model or build_model(cfg.teacher.model, splits.source.input_shape, role="teacher")
+        return load_teacher_checkpoint(cfg.teacher.checkpoint, model, cfg.teacher.model.name)
+    return None
+
+
 def obtain_teacher(cfg, splits: DataSplits, output_dir: Path, group: str | None = None, resume: Resume | None = None,
                    divergence: DivergenceSettings | None = None, plan: tuple[Budget, StepPlan] | None = None,
-                   fast_path: bool | None = None) -> TeacherResult:
-    """The run's teacher. `resume`, `plan` and `fast_path` come from the run's preflight; without them
-    (commands that need a configuration's teacher, e.g. the PTLoss coefficient search) they are
-    worked out here."""
-    def build():
-        return build_model(cfg.teacher.model, splits.source.input_shape, role="teacher")
-
-    if cfg.teacher.get("oracle"):
-        return TeacherResult(build_oracle_teacher(cfg, splits.source), f"oracle {cfg.teacher.oracle}", None, output_dir)
-    if cfg.teacher.checkpoint is not None:
-        return load_teacher_checkpoint(cfg.teacher.checkpoint, build(), cfg.teacher.model.name)
-    owner = teacher_owner(cfg, splits)
+                   fast_path: bool | None = None, owner: StageOwner | None = None,
+                   ready: TeacherResult | None = None) -> TeacherResult:
+    """The run's teacher: `ready` (an oracle or imported teacher the preflight resolved), else the
+    store's entry, trained there once. `resume`, `plan`, `fast_path` and `owner` come from the run's
+    preflight; without them (commands that need a configuration's teacher, e.g. the PTLoss coefficient
+    search) they are worked out here."""
+    ready = ready or fixed_teacher(cfg, splits, output_dir)
+    if ready is not None:
+        return ready
+    owner = owner or teacher_owner(cfg, splits)
     if resume is None:
         resume = plan_resume(output_dir, {"teacher": owner}, cfg.get("resume", "auto"))["teacher"]
 
     def seeded_build():
         torch.manual_seed(cfg.teacher.seed)
-        return build()
+        return build_model(cfg.teacher.model, splits.source.input_shape, role="teacher")
 
     with _claim(cfg, owner.identity, seeded_build, output_dir) as claim:
         if claim.found:

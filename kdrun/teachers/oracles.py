@@ -86,9 +86,10 @@ def check_oracle_config(teacher_cfg) -> dict:
     return options
 
 
-def build_oracle_teacher(cfg, source) -> OracleTeacher:
-    """The oracle teacher `cfg.teacher.oracle` for `source`, with its options checked."""
-    options = check_oracle_config(cfg.teacher)
+def build_oracle_teacher(cfg, source, options: dict | None = None) -> OracleTeacher:
+    """The oracle teacher `cfg.teacher.oracle` for `source`; `options`: the checked oracle options
+    (check_oracle_config, which runs here when they are not given)."""
+    options = options if options is not None else check_oracle_config(cfg.teacher)
     kind = cfg.teacher.oracle
     if kind is None:
         fail("teacher.oracle", kind, "names no oracle", ", ".join(ORACLES))
