@@ -10,6 +10,9 @@ Per workload:
 Once (on digits):
 (c) a sweep of students sharing one teacher vs as many teacher+student runs     target <= 0.6
 (d) `kdrun --cfg job` (and `kdrun --help`) start-up, seconds                     target <= 2
+(e) a folder of grayscale PNGs (MNIST-sized, 5,000; --quick 1,000), CE student epochs: decoded once
+    (data.decode_cache: the in-memory path of digits and MNIST) vs decoded from the files every epoch
+                                                                               target <= 0.5
 
 Workloads: `digits` is the default run (CNN teacher, MLP student, batch 64): a student step takes a
 few milliseconds, so fixed per-step costs show. `cifar` is the papers' usual setting in CIFAR-10's
@@ -309,6 +312,41 @@ def measure_workload(workload: Workload, workdir: Path, epochs: int, repeats: in
     ]
 
 
+def write_png_folder(root: Path, train: int, test: int) -> Path:
+    """<root>/{train,test}/<class>/*.png: 28x28 grayscale images of 10 classes, as MNIST exported to PNG."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train), ("test", test)):
+        for index in range(count):
+            folder = root / split / str(index % 10)
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, size=(28, 28), dtype=np.uint8), mode="L").save(folder / f"{index}.png")
+    return root
+
+
+def measure_image_folder(workdir: Path, quick: bool, epochs: int, repeats: int) -> list[tuple]:
+    images = 1000 if quick else 5000
+    root = write_png_folder(workdir / "pngs", images, images // 5)
+    folder = ["data=image_folder", f"data.root={root}", "data.num_classes=10", "data.image_size=28",
+              "loss=ce", "teacher=mlp", "student=mlp"]
+    started = time.perf_counter()
+    decoded = Setup(workdir, epochs, [*folder, "data.decode_cache=true"])
+    decode_seconds = time.perf_counter() - started
+    on_files = Setup(workdir, epochs, [*folder, "data.decode_cache=false"])
+    for setup in (decoded, on_files):
+        setup.kdrun_fit(setup.ce_schedule)  # warm-up
+    medians = interleaved(repeats, decoded=lambda: decoded.kdrun_fit(decoded.ce_schedule),
+                          on_files=lambda: on_files.kdrun_fit(on_files.ce_schedule))
+    print(f"\nimage folder: {images:,} 28x28 grayscale PNGs (+{images // 5:,} test), CE, mlp student, {epochs} "
+          f"epochs; decoded once: {'in-memory batches' if decoded.fast_path else 'DataLoader'} (decoding and the "
+          f"statistics took {decode_seconds:.1f} s), from files: {'in-memory' if on_files.fast_path else 'DataLoader'}")
+    return [
+        ("(e) image folder: decoded once / decoded every epoch", medians["decoded"] / medians["on_files"], "<= 0.5",
+         f"{medians['decoded'] / epochs:.3f} s vs {medians['on_files'] / epochs:.3f} s per epoch"),
+    ]
+
+
 def print_rows(rows) -> None:
     for name, value, target, detail in rows:
         print(f"{name:<58} {value:6.3f}   {('target ' + target) if target else '':<14} {detail}")
@@ -342,6 +380,7 @@ def main() -> None:
         available = workloads(workdir, args.quick)
         for name in chosen:
             print_rows(measure_workload(available[name], workdir, fit_epochs[name], repeats))
+        print_rows(measure_image_folder(workdir, args.quick, 1 if args.quick else 2, repeats))
         sweep_seconds(workdir / "warm-up", 1, shared=False, epochs=epochs)  # first-run costs: neither side's
         shared = sweep_seconds(workdir, students, shared=True, epochs=epochs)
         independent = sweep_seconds(workdir, students, shared=False, epochs=epochs)

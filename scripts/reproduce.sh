@@ -34,7 +34,7 @@ case "$paper" in
     out="$root/paper002"; mkdir -p "$out"
     sweep "$out/sweep" experiment=paper002/kappa_sweep_small
     kdrun-report "$out/sweep" --out "$out/report" --title "Paper 002: KD vs label training over kappa (small)" \
-      --compare loss=pure_kd --against loss=ce --pair-by seed \
+      --compare loss=kl --against loss=ce --pair-by seed \
       --metrics 'student/test/acc,student/test/nll,student/test/agreement,student/train/agreement,student/test/cka'
     kdrun-report "$out/sweep" --out "$out/report_ls" --title "Paper 002: label smoothing vs label training (small)" \
       --compare loss=label_smoothing --against loss=ce --pair-by seed --metrics 'student/test/acc,student/test/nll' \
@@ -62,7 +62,7 @@ case "$paper" in
     sweep "$out/sweep_ptloss" experiment=paper004/ptloss_synthetic_small loss=ptloss \
       "loss.epsilon_file=$(cd "$out/search" && pwd)/ptloss_epsilon.json" 'hydra.sweeper.params={seed: "0,1,2"}'
     kdrun-report "$out/sweep_baselines" "$out/sweep_ptloss" --out "$out/report" \
-      --title "Paper 004: PTLoss vs KL and baselines (small)" --compare loss=ptloss --against loss=pure_kd --pair-by seed \
+      --title "Paper 004: PTLoss vs KL and baselines (small)" --compare loss=ptloss --against loss=kl --pair-by seed \
       --metrics 'student/test/acc,student/test/nll,student/test/ece,student/test/mse_to_bayes,student/val/acc' ;;
   all)
     for p in paper000 paper001 paper002 paper003 paper004; do "$0" "$p" "$root"; done ;;

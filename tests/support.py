@@ -68,7 +68,7 @@ def data_cfg(name: str, root: Path | str = "/nonexistent-data-root", **values):
     paths.data_dir=root, checksum verification off (tests write tiny files), and `values` set."""
     shared = OmegaConf.load(config_dir() / "train.yaml").data
     own = OmegaConf.load(config_dir() / "data" / f"{name}.yaml")
-    cfg = OmegaConf.create({"paths": {"data_dir": str(root)}, "data": OmegaConf.merge(shared, own)})
+    cfg = OmegaConf.create({"paths": {"data_dir": str(root)}, "seed": 0, "data": OmegaConf.merge(shared, own)})
     cfg.data.verify_checksums = False
     for key, value in values.items():
         cfg.data[key] = value

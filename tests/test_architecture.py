@@ -12,8 +12,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "kdrun"
 # The top level holds the entry point, the one module that knows the order of the stages, and what every
-# layer shares (the errors users see, whole-or-nothing writes, the registry class); the rest is in packages.
-TOP_LEVEL = {"__init__", "cli", "pipeline", "errors", "atomic_files", "registry"}
+# layer shares (the errors users see, whole-or-nothing writes, the registry class, progress of long work);
+# the rest is in packages.
+TOP_LEVEL = {"__init__", "cli", "pipeline", "errors", "atomic_files", "registry", "progress"}
 
 
 def module_names() -> dict[str, Path]:

@@ -75,7 +75,8 @@ def test_benchmark_script_prints_every_ratio(tmp_path):
                              "--workload", "digits"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     for label in (r"\(a\) kdrun / hand-written loop", "plain LightningModule", r"\(b\) KD epoch",
-                  "written by hand", r"\(c\) 4 students", r"\(d\) kdrun --cfg job", "kdrun --help"):
+                  "written by hand", r"\(e\) image folder: decoded once", r"\(c\) 4 students", r"\(d\) kdrun --cfg job",
+                  "kdrun --help"):
         line = next((line for line in result.stdout.splitlines() if re.search(label, line)), None)
         assert line is not None, (label, result.stdout)
         assert float(re.search(r"\s(\d+\.\d{3})\s", line).group(1)) > 0

@@ -25,7 +25,7 @@ from kdrun.config.seeds import Seeds, resolve_seeds
 from kdrun.config.tree import group_options
 from kdrun.engine.distributed import training_world_size
 from kdrun.engine.divergence import DivergenceSettings
-from kdrun.engine.loss_schedule import PhaseSpec, phase_specs
+from kdrun.engine.loss_schedule import PhaseSpec, check_loss_options, phase_specs
 from kdrun.engine.recipes import check_gradient_clip, check_recipe
 from kdrun.errors import ConfigError
 from kdrun.evaluation.evaluate import EvaluationOptions
@@ -60,7 +60,8 @@ def validate_config(cfg) -> CheckedConfig:
     oracle_options = _check_teacher(cfg)
     _check_student(cfg)
     _check_classes(cfg)
-    phases = phase_specs(cfg.schedule, cfg.loss)
+    check_loss_options(cfg.get("loss_options"))
+    phases = phase_specs(cfg.schedule, cfg.loss, cfg.get("loss_options"))
     losses = [build_loss(spec.loss, where=spec.where) for spec in phases]  # alpha, temperature, unknown options
     for spec in phases:
         if isinstance(spec.until, float) and not 0.0 <= spec.until <= 1.0:

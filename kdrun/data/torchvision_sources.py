@@ -12,12 +12,15 @@ looks in and how to fill it.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from typing import Callable
 
 import numpy as np
-from torch.utils.data import Dataset
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, TensorDataset
 from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 from torchvision.transforms import v2
@@ -25,7 +28,11 @@ from torchvision.transforms import v2
 from kdrun.data.registry import register_source
 from kdrun.data.sources import SourceSplits, Split, carve_validation
 from kdrun.errors import ConfigError
-from kdrun.config.checks import check_flag, check_list, check_number, check_string, check_whole_number
+from kdrun.progress import progress
+from kdrun.config.checks import (auto_switch, check_choice, check_flag, check_list, check_number, check_string,
+                                 check_whole_number)
+
+log = logging.getLogger("kdrun")
 
 # PIL image -> uint8 tensor (C, H, W), values unchanged (no scaling to [0, 1]).
 TO_UINT8_TENSOR = v2.PILToTensor()
@@ -143,17 +150,28 @@ def _check_file_options(cfg) -> None:
                meaning="false accepts files that differ from the official release")
 
 
+IMAGE_MODES = {1: "L", 3: "RGB"}  # data.channels -> the PIL mode images are converted to
+
+
 def _check_image_folder(cfg) -> None:
     _check_file_options(cfg)
     check_whole_number(cfg.get("image_size"), "data.image_size", minimum=1,
                        meaning="images are resized to it, square")
     for key in ("train_dir", "test_dir"):
         check_string(cfg.get(key), f"data.{key}", meaning="one sub-folder of images per class")
+    channels = cfg.get("channels")
+    if channels is not None:
+        check_choice(channels, "data.channels", tuple(IMAGE_MODES), meaning="1: grayscale, 3: RGB; null: as the "
+                     "first training image is")
     for key, low_inclusive in (("mean", True), ("std", False)):
-        values = check_list(cfg.get(key), f"data.{key}", length=3, meaning="one value per RGB channel")
+        values = check_list(cfg.get(key), f"data.{key}", allow_none=True,
+                            meaning="one value per channel; null: the training images' statistics") or []
         for index, value in enumerate(values):
             check_number(value, f"data.{key}[{index}]", low=0, low_inclusive=low_inclusive,
                          meaning="a per-channel normalisation statistic")
+    auto_switch(cfg, "decode_cache", "data")
+    check_number(cfg.get("decode_cache_max_mb", 2048), "data.decode_cache_max_mb", low=0,
+                 meaning="decode_cache=auto keeps the decoded images in memory up to this size")
 
 
 def _mnist_like(cfg, title: str, cls: type[datasets.MNIST], mean: float, std: float) -> SourceSplits:
@@ -232,31 +250,108 @@ def load_svhn(cfg) -> SourceSplits:
 @register_source("image_folder", options=_check_image_folder)
 def load_image_folder(cfg) -> SourceSplits:
     """Images in class sub-folders (train_dir/<class>/*.png, test_dir/<class>/*.png), resized to
-    image_size x image_size RGB. Classes are the sorted sub-folder names; test_dir must have the same."""
+    image_size x image_size, in `data.channels` (1 or 3; by default as the first training image is).
+    Classes are the sorted sub-folder names; test_dir must have the same. With the decode cache the
+    images are decoded once, into uint8 tensors (so they take the in-memory path); without it they
+    are decoded from their files at every epoch. Normalisation statistics default to the training
+    images' own."""
     if cfg.download:
         raise ConfigError("data.download=true: image_folder has nothing to download; copy the class folders into "
                           f"data.train_dir={cfg.train_dir!r} and data.test_dir={cfg.test_dir!r}")
     size = cfg.image_size
-    mean, std = tuple(float(v) for v in cfg.mean), tuple(float(v) for v in cfg.std)
-    transform = v2.Compose([v2.Resize((size, size), antialias=True), TO_UINT8_TENSOR])
-
-    def folder(key: str) -> datasets.ImageFolder:
-        directory = os.path.abspath(os.path.expanduser(str(cfg[key])))
-        try:
-            return datasets.ImageFolder(directory, transform=transform)
-        except (FileNotFoundError, NotADirectoryError) as error:
-            raise ConfigError(
-                f"image_folder: no images found for data.{key}={directory} ({error}). Expected one sub-folder per "
-                f"class holding the images, e.g. {directory}/<class>/xxx.png; set data.{key} or data.root."
-            ) from error
-
-    train, test = folder("train_dir"), folder("test_dir")
+    train, test = _image_folder(cfg, "train_dir", size, None), None
+    channels = cfg.get("channels") or _channels_of(train)
+    train = _image_folder(cfg, "train_dir", size, channels)
+    test = _image_folder(cfg, "test_dir", size, channels)
     if train.classes != test.classes:
         raise ConfigError(
             f"image_folder: the class folders differ between data.train_dir ({', '.join(train.classes)}) and "
             f"data.test_dir ({', '.join(test.classes)}); both need the same class sub-folders"
         )
+    in_memory = _decode_cache_applies(cfg, len(train) + len(test), channels, size)
+    if in_memory:
+        train, test = _decoded(train, "data.train_dir"), _decoded(test, "data.test_dir")
     pool, val = _carve(_split(train, train.targets), cfg, "image_folder")
+    mean, std = _statistics(cfg, pool, channels)
     return SourceSplits(train=pool, val=val, test=_split(test, test.targets), num_classes=len(train.classes),
-                        input_shape=(3, size, size), image=True, mean=mean, std=std,
-                        samples_in_memory=False)  # decoded from image files one by one
+                        input_shape=(channels, size, size), image=True, mean=mean, std=std,
+                        samples_in_memory=in_memory)
+
+
+def _image_folder(cfg, key: str, size: int, channels: int | None) -> datasets.ImageFolder:
+    """The folder `data.<key>` read by torchvision's ImageFolder, its images converted to `channels`."""
+    directory = os.path.abspath(os.path.expanduser(str(cfg[key])))
+    mode = IMAGE_MODES.get(channels)
+
+    def load(path: str):
+        with Image.open(path) as image:
+            return image.convert(mode) if mode else image.copy()
+
+    transform = v2.Compose([v2.Resize((size, size), antialias=True), TO_UINT8_TENSOR]) if mode else None
+    try:
+        return datasets.ImageFolder(directory, transform=transform, loader=load)
+    except (FileNotFoundError, NotADirectoryError) as error:
+        raise ConfigError(
+            f"image_folder: no images found for data.{key}={directory} ({error}). Expected one sub-folder per "
+            f"class holding the images, e.g. {directory}/<class>/xxx.png; set data.{key} or data.root."
+        ) from error
+
+
+def _channels_of(folder: datasets.ImageFolder) -> int:
+    """data.channels=null: grayscale (1) when the first training image is, else RGB (3)."""
+    image, _ = folder[0]
+    return 1 if image.mode in ("1", "L", "I", "I;16", "F") else 3
+
+
+def _decode_cache_applies(cfg, images: int, channels: int, size: int) -> bool:
+    """Whether the images are decoded once into memory: `data.decode_cache` auto (within
+    `data.decode_cache_max_mb`), true (whatever the size) or false."""
+    megabytes = images * channels * size * size / 2**20
+    budget = float(cfg.get("decode_cache_max_mb", 2048))
+    mode = auto_switch(cfg, "decode_cache", "data")
+    if mode == "auto" and megabytes > budget:
+        log.info("image_folder: %d images need %.0f MB decoded, over data.decode_cache_max_mb=%g: decoding them "
+                 "from their files at every epoch instead (raise the limit or set data.decode_cache=true)",
+                 images, megabytes, budget)
+    return mode == "true" or (mode == "auto" and megabytes <= budget)
+
+
+def _decoded(folder: datasets.ImageFolder, key: str) -> TensorDataset:
+    """Every image of `folder` decoded once, as one uint8 tensor (n, C, H, W), with its labels."""
+    images = [folder[index][0] for index in progress(range(len(folder)), f"decoding {key}", len(folder))]
+    return _TensorFolder(torch.stack(images), torch.as_tensor(folder.targets, dtype=torch.long), folder.classes)
+
+
+class _TensorFolder(TensorDataset):
+    """A decoded image folder: the images in memory, its `classes` and `targets` kept."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, classes: list[str]):
+        super().__init__(x, y)
+        self.classes, self.targets = classes, y.tolist()
+
+    def __getitem__(self, index):
+        return self.tensors[0][index], self.targets[index]  # an int label, as the folder on disk gives
+
+
+def _statistics(cfg, pool: Split, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """`data.mean` / `data.std` as given, or (null) the per-channel statistics of the training pool's images."""
+    given = {key: cfg.get(key) for key in ("mean", "std")}
+    for key, values in given.items():
+        if values is not None and len(values) != channels:
+            raise ConfigError(f"data.{key}={list(values)} has {len(values)} values but the images have {channels} "
+                              f"channel(s); allowed: {channels} values, or null: the training images' statistics")
+    if given["mean"] is not None and given["std"] is not None:
+        return tuple(float(v) for v in given["mean"]), tuple(float(v) for v in given["std"])
+    total = torch.zeros(channels, dtype=torch.float64)
+    squares = torch.zeros(channels, dtype=torch.float64)
+    count = 0
+    for index in range(len(pool.dataset)):
+        x = pool.dataset[index][0].to(torch.float64) / 255.0
+        total += x.sum(dim=(1, 2))
+        squares += (x * x).sum(dim=(1, 2))
+        count += x.shape[1] * x.shape[2]
+    mean = total / count
+    std = (squares / count - mean * mean).clamp_min(1e-12).sqrt()
+    computed = (tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std))
+    return (tuple(float(v) for v in given["mean"]) if given["mean"] is not None else computed[0],
+            tuple(float(v) for v in given["std"]) if given["std"] is not None else computed[1])

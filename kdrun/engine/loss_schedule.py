@@ -39,8 +39,20 @@ class PhaseSpec:
     where: str  # the config key, for error messages
 
 
-def phase_specs(schedule_cfg, loss_cfg) -> list[PhaseSpec]:
-    """Read the `schedule` group into phases (no training state needed: used for validation)."""
+def phase_specs(schedule_cfg, loss_cfg, loss_options=None) -> list[PhaseSpec]:
+    """Read the `schedule` group into phases (no training state needed: used for validation).
+
+    `loss_options` ({loss name: {option: value}}, the config's `loss_options`) are set on every phase
+    whose loss has that name, so a sweep over losses whose options differ sets each loss's own:
+    `kdrun -m loss=ce,kd +loss_options.kd.alpha=1.0`."""
+    specs = _phase_specs(schedule_cfg, loss_cfg)
+    options = dict(loss_options or {})
+    for spec in specs:
+        spec.loss.update(dict(options.get(spec.loss.get("name"), None) or {}))
+    return specs
+
+
+def _phase_specs(schedule_cfg, loss_cfg) -> list[PhaseSpec]:
     name = schedule_cfg.get("name")
     if name == "constant":
         return [PhaseSpec(_loss_config(loss_cfg.name, loss_cfg, "loss"), None, 0, "loss")]
@@ -166,5 +178,24 @@ def _ramp(step: int, start: int, window: int) -> float:
     return min(1.0, max(0.0, (step - start) / window))
 
 
-def build_schedule(schedule_cfg, loss_cfg, total_steps: int) -> LossSchedule:
-    return LossSchedule(phase_specs(schedule_cfg, loss_cfg), total_steps, schedule_cfg.get("window_align", "start"))
+def build_schedule(schedule_cfg, loss_cfg, total_steps: int, loss_options=None) -> LossSchedule:
+    return LossSchedule(phase_specs(schedule_cfg, loss_cfg, loss_options), total_steps,
+                        schedule_cfg.get("window_align", "start"))
+
+
+def check_loss_options(loss_options) -> None:
+    """`loss_options`: a block per registered loss name whose options are that loss's (checked by building
+    the loss from its configs/loss/NAME.yaml defaults with them), also for losses this run does not use."""
+    from kdrun.config.checks import check_mapping
+    from kdrun.losses import LOSSES
+
+    blocks = check_mapping(loss_options, "loss_options", allow_none=True,
+                           meaning="{loss name: {option: value}}, e.g. +loss_options.kd.alpha=1.0") or {}
+    for name, options in blocks.items():
+        if name not in LOSSES:
+            raise ConfigError(f"loss_options.{name} names no loss; allowed: {', '.join(LOSSES.names())}")
+        check_mapping(options, f"loss_options.{name}", meaning="that loss's options")
+        defaults = load_option("loss", name)
+        config = {**OmegaConf.to_container(defaults, resolve=True), **dict(options)} if defaults is not None \
+            else {"name": name, **dict(options)}
+        build_loss(config, where=f"loss_options.{name}")

@@ -79,6 +79,7 @@ class DistillationModule(L.LightningModule):
         self.train_loss_mean = MeanMetric(nan_strategy="disable")  # the epoch's mean over every rank's samples
         self.batch_order = RunningDigest()  # continued from the checkpoint on resume
         self.init_checksum: str | None = None
+        self.last_validated_step = -1  # the weights the latest val/* metrics belong to
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -214,6 +215,7 @@ class DistillationModule(L.LightningModule):
             self.val_agreement.update((logits.argmax(-1) == teacher_logits.argmax(-1)).float())
 
     def on_validation_epoch_end(self):
+        self.last_validated_step = self.global_step
         # logged once per validation, not per batch: Lightning computes (and syncs) each metric once
         self.log("val/acc", self.val_acc, prog_bar=True)
         self.log("val/nll", self.val_nll)

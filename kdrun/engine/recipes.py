@@ -52,6 +52,8 @@ def check_budget_config(stage_cfg, stage: str) -> None:
                        meaning="null: data.batch_size")
     check_flag(stage_cfg.get("drop_last", False), f"{stage}.drop_last",
                meaning="drop the last, partial batch of every epoch")
+    check_whole_number(stage_cfg.get("val_every_n_epochs", 1), f"{stage}.val_every_n_epochs", minimum=1,
+                       meaning="validate every n epochs and after the last one")
 
 
 def check_recipe(stage_cfg, stage: str) -> None:

@@ -58,7 +58,10 @@ def train_stage(cfg, splits: DataSplits, stage: Stage, output_dir: Path, group: 
                                 owner=stage.owner.record(), teacher_precision=stage.teacher_precision)
     L.seed_everything(stage.order_seed, workers=True, verbose=False)
     trainer = build_trainer(cfg, stage.name, stage.budget, output_dir, logger, stage.callbacks)
-    fit(trainer, module, stage.resume.path, StageDataModule(
-        splits, stage.name, stage.order_seed, stage.budget.batch_size, stage.budget.drop_last, fast_path))
+    datamodule = StageDataModule(splits, stage.name, stage.order_seed, stage.budget.batch_size,
+                                 stage.budget.drop_last, fast_path)
+    fit(trainer, module, stage.resume.path, datamodule)
+    if module.last_validated_step != module.global_step:  # val_every_n_epochs skipped the last epoch
+        trainer.validate(module, datamodule=datamodule, verbose=False)
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
     return StageResult(module, logger, metrics, trainer.global_rank)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
 
 from kdrun.callbacks import progress_callbacks
@@ -43,13 +44,25 @@ def build_trainer(cfg, stage: str, budget: Budget, output_dir: Path, logger, ext
         max_epochs=budget.max_epochs, max_steps=budget.max_steps, logger=logger,
         default_root_dir=str(output_dir / "lightning" / stage),  # a stage's own: SLURM's hpc_ckpt_* stay apart
         enable_checkpointing=True, enable_model_summary=False, num_sanity_val_steps=0,
+        check_val_every_n_epoch=int(cfg[stage].get("val_every_n_epochs", 1)),
         callbacks=[*progress_callbacks(stage, trainer_args.pop("enable_progress_bar", True)),
-                   epoch_checkpoint(output_dir, stage), *extra_callbacks],
+                   epoch_checkpoint(output_dir, stage), ValidateLastEpoch(), *extra_callbacks],
         plugins=[AtomicCheckpointIO(), *cluster_plugins()],
         use_distributed_sampler=False,  # kdrun's samplers shard by rank (kdrun.data.samplers)
         enable_progress_bar=sys.stderr.isatty() and cfg.trainer.get("enable_progress_bar", True),
         **trainer_args,
     )
+
+
+class ValidateLastEpoch(Callback):
+    """`val_every_n_epochs` skips epochs, never the last: the final val/* metrics are what sweepers select on.
+    At the start of the last epoch of an epoch budget the interval becomes 1 (the epoch's validation runs
+    inside the fit, before its checkpoint); a step budget's last epoch is unknown ahead, so the stage
+    validates once more after the fit when it ended between validations (kdrun.engine.stages)."""
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.max_epochs is not None and trainer.current_epoch + 1 == trainer.max_epochs:
+            trainer.check_val_every_n_epoch = 1
 
 
 def fit(trainer: L.Trainer, module, ckpt_path: str | None, datamodule) -> None:

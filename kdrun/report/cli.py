@@ -14,6 +14,7 @@ from kdrun.report.aggregate import (DEFAULT_SEED_COLUMNS, group_columns, select_
                                     summary_wide)
 from kdrun.report.collect import collect_runs, split_columns
 from kdrun.report.errors import ReportError
+from kdrun.report.plots import PHI_CLASSES, PHI_COLORS
 from kdrun.report.stats import (ALTERNATIVES, KAPPA_COLUMN, compare_conditions, higher_is_better, kappa_stars,
                                 parse_assignments, teacher_bias_variance)
 
@@ -46,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated condition columns to select over (default: all conditions)")
     parser.add_argument("--title", default="kdrun report", help="report title")
     parser.add_argument("--no-figures", action="store_true", help="skip the figures (faster)")
+    parser.add_argument("--phi-color", default="correct", choices=PHI_COLORS,
+                        help="what colours the phi scatters: correct (the student's top class is the label), noise "
+                             "(the saved label-noise mask: mislabeled vs clean) or four_way (which of teacher and "
+                             "student are correct); default: correct")
+    parser.add_argument("--phi-on", default="teacher_top", choices=PHI_CLASSES,
+                        help="the class whose probabilities the phi scatters plot: teacher_top (default) or "
+                             "true_label (the clean label)")
     return parser
 
 
@@ -174,7 +182,8 @@ def make_figures(table: pd.DataFrame, metrics: list[str], args, seed_columns, fo
     representatives = representatives.drop_duplicates("condition").head(MAX_REPRESENTATIVE_RUNS)
     for index, (label, run_dir) in enumerate(zip(representatives["condition"], representatives["run_dir"])):
         predictions = Path(run_dir) / "predictions.npz"
-        attempt(f"phi scatter (train), {label}", plots.phi_scatter, predictions, folder / f"phi_{index}.png")
+        attempt(f"phi scatter (train, coloured by {args.phi_color}), {label}", plots.phi_scatter, predictions,
+                folder / f"phi_{index}.png", color_by=args.phi_color, on=args.phi_on)
         attempt(f"reliability diagram (test), {label}", plots.reliability_diagram, predictions,
                 folder / f"reliability_{index}.png")
     return figures

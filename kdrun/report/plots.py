@@ -301,6 +301,10 @@ def agreement_split_bars(table: pd.DataFrame, condition: str, out: Path, baselin
 # figures from predictions.npz
 
 
+PHI_COLORS = ("correct", "noise", "four_way")  # what colours a phi scatter's points
+PHI_CLASSES = ("teacher_top", "true_label")  # whose class's probabilities it plots
+
+
 def phi_scatter(predictions_npz: Path, out: Path, split: str = "train", color_by: str = "correct",
                 on: str = "teacher_top") -> Path:
     """Per-sample X = φ(teacher's prob), Y = φ(student's prob) of one class, with the line X = Y.
@@ -310,11 +314,10 @@ def phi_scatter(predictions_npz: Path, out: Path, split: str = "train", color_by
     color_by: "correct" — whether the student's top class is the label it is scored against;
         "noise" — the label-noise mask (`<split>_noise_mask`); "four_way" — which of teacher and
         student are correct (both / only student / only teacher / neither)."""
-    choices = {"correct", "noise", "four_way"}
-    if color_by not in choices:
-        raise ValueError(f"phi_scatter: color_by={color_by!r}; allowed: {', '.join(sorted(choices))}")
-    if on not in {"teacher_top", "true_label"}:
-        raise ValueError(f"phi_scatter: on={on!r}; allowed: teacher_top, true_label")
+    if color_by not in PHI_COLORS:
+        raise ValueError(f"phi_scatter: color_by={color_by!r}; allowed: {', '.join(PHI_COLORS)}")
+    if on not in PHI_CLASSES:
+        raise ValueError(f"phi_scatter: on={on!r}; allowed: {', '.join(PHI_CLASSES)}")
     arrays = _load_predictions(predictions_npz, split, ("noise_mask",) if color_by == "noise" else ())
     teacher, student = arrays[f"{split}_teacher_logits"], arrays[f"{split}_student_logits"]
     labels = arrays[f"{split}_label"].astype(int)

@@ -195,7 +195,7 @@ CASES = [
     (["data=svhn", "data.verify_checksums=0"], ["data.verify_checksums=0", "true or false"]),
     (["data=image_folder", "data.num_classes=10", "data.image_size=abc"], ["data.image_size='abc'", ">= 1"]),
     (["data=image_folder", "data.num_classes=10", "data.std=[0.2,0,0.2]"], ["data.std[1]=0", "> 0"]),
-    (["data=image_folder", "data.num_classes=10", "data.mean=abc"], ["data.mean='abc'", "3 items"]),
+    (["data=image_folder", "data.num_classes=10", "data.mean=abc"], ["data.mean='abc'", "not a list"]),
     # the teacher: oracle, store, cached outputs; the student's initial weights
     (["teacher.oracle=0"], ["teacher.oracle=0", "allowed: null, bayes"]),
     (["teacher.oracle_options.bias=abc"], ["teacher.oracle_options.bias='abc'", "[0, 1]"]),

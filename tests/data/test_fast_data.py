@@ -111,7 +111,7 @@ def test_image_sources_batch_in_memory_with_the_dataloader_values(tmp_path, sour
     assert splits.gathered["train"][0] is gathered
 
 
-def test_augmentation_and_image_folders_keep_the_dataloader(tmp_path):
+def test_augmentation_and_image_folders_read_from_files_keep_the_dataloader(tmp_path):
     import numpy as np
 
     from dataset_files import write_image_folder
@@ -124,11 +124,13 @@ def test_augmentation_and_image_folders_keep_the_dataloader(tmp_path):
 
     folder = tmp_path / "folder"
     write_image_folder(folder, np.random.default_rng(0))
-    cfg, splits = _splits(tmp_path, ["data=image_folder", f"data.train_dir={folder / 'train'}",
-                                     f"data.test_dir={folder / 'test'}", "data.val_fraction=0.25", "data.num_classes=3",
-                                     "data.fast_path=true"])
+    folder_args = ["data=image_folder", f"data.train_dir={folder / 'train'}", f"data.test_dir={folder / 'test'}",
+                   "data.val_fraction=0.25", "data.num_classes=3", "data.fast_path=true"]
+    cfg, splits = _splits(tmp_path, [*folder_args, "data.decode_cache=false"])
     with pytest.raises(ConfigError, match="data.source=image_folder reads its samples from files one by one"):
         use_fast_path(cfg.data, splits)
+    cfg, splits = _splits(tmp_path, folder_args)  # decoded once (decode_cache=auto): the in-memory path
+    assert use_fast_path(cfg.data, splits) is True
 
 
 def test_image_source_run_matches_on_both_paths(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy.special import expit
 from scipy.stats import multivariate_normal
 
@@ -101,3 +102,15 @@ def test_closed_form_bayes_probs_match_the_stored_ones(name):
 
 def test_kchannel_has_no_closed_form():
     assert load_source(data_cfg("kchannel")).bayes_probs is None
+
+
+def test_a_synthetic_sample_follows_the_master_seed_unless_fixed(tmp_path):
+    from support import compose_config
+
+    draws = {}
+    for seed, fixed in ((0, None), (1, None), (1, 0)):
+        cfg = compose_config(tmp_path, [f"seed={seed}", "data=gaussian_binary", "data.n_train=64",
+                                        *([f"data.generator_seed={fixed}"] if fixed is not None else [])])
+        draws[(seed, fixed)] = load_source(cfg.data).train.dataset.tensors[0]
+    assert not torch.equal(draws[(0, None)], draws[(1, None)])  # another seed, another sample
+    assert torch.equal(draws[(0, None)], draws[(1, 0)])  # fixed: seed 1 reuses seed 0's sample

@@ -9,10 +9,12 @@ tiny files cannot match the MD5 sums of the official releases.
 from __future__ import annotations
 
 import pickle
+import re
 import urllib.error
 import urllib.request
 
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -95,14 +97,19 @@ def test_svhn_reads_mat_files_and_maps_label_10_to_0(tmp_path, rng):
     assert splits.mean == (0.4377, 0.4438, 0.4728) and splits.std == (0.1980, 0.2010, 0.1970)
 
 
-def test_image_folder_reads_class_folders_resized_to_rgb(tmp_path, rng):
+@pytest.mark.parametrize("decode_cache", ["auto", "false"])
+def test_image_folder_reads_class_folders_resized_to_rgb(tmp_path, rng, decode_cache):
     written = write_image_folder(tmp_path, rng)
-    splits = load_source(data_cfg("image_folder", tmp_path, num_classes=3, val_fraction=0.25))
-    check_splits(splits, written, (3, 32, 32), 3)
-    assert splits.mean == (0.485, 0.456, 0.406) and splits.std == (0.229, 0.224, 0.225)
+    splits = load_source(data_cfg("image_folder", tmp_path, num_classes=3, val_fraction=0.25,
+                                  decode_cache=decode_cache))
+    check_splits(splits, written, (3, 32, 32), 3)  # the first image is RGB: every image is read as RGB
+    assert splits.samples_in_memory == (decode_cache == "auto")  # decoded once, or from the files every epoch
+    pool = torch.stack([splits.train.dataset[i][0] for i in range(len(splits.train))]).double() / 255
+    assert splits.mean == tuple(round(float(v), 4) for v in pool.mean(dim=(0, 2, 3)))  # the images' statistics
+    assert splits.std == tuple(round(float(v), 4) for v in pool.std(dim=(0, 2, 3), unbiased=False))
 
     small = load_source(data_cfg("image_folder", tmp_path, num_classes=3, val_fraction=0.25, image_size=16,
-                                 mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25]))
+                                 mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25], decode_cache=decode_cache))
     assert small.input_shape == (3, 16, 16) and small.test.dataset[0][0].shape == (3, 16, 16)
     assert small.mean == (0.5, 0.5, 0.5) and small.std == (0.25, 0.25, 0.25)
 
@@ -115,9 +122,41 @@ def test_image_folder_defaults_and_config_errors(tmp_path, rng):
         load_source(cfg)  # num_classes: null in the config: the message gives the count
     with pytest.raises(ConfigError, match="nothing to download"):
         load_source(data_cfg("image_folder", tmp_path, num_classes=3, download=True))
+    with pytest.raises(ConfigError, match=r"data.mean=\[0.5\] has 1 values but the images have 3 channel"):
+        load_source(data_cfg("image_folder", tmp_path, num_classes=3, val_fraction=0.25, mean=[0.5]))
+    for bad, fragment in (({"channels": 2}, "data.channels=2 is unknown; allowed: 1, 3"),
+                          ({"decode_cache": "sometimes"}, "data.decode_cache='sometimes'"),
+                          ({"decode_cache_max_mb": -1}, "data.decode_cache_max_mb=-1")):
+        with pytest.raises(ConfigError, match=re.escape(fragment)):
+            load_source(data_cfg("image_folder", tmp_path, num_classes=3, **bad))
     (tmp_path / "test" / "frog").rename(tmp_path / "test" / "toad")
     with pytest.raises(ConfigError, match="class folders differ"):
         load_source(data_cfg("image_folder", tmp_path, num_classes=3, val_fraction=0.25))
+
+
+def test_a_grayscale_folder_trains_as_one_channel_and_takes_the_in_memory_path(tmp_path, rng, shared_store):
+    """MNIST as PNG files: 1 x 28 x 28, decoded once, batched in memory like the in-memory sources."""
+    for split, per_class in (("train", 12), ("test", 4)):
+        for label in range(3):
+            folder = tmp_path / split / str(label)
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                digit = np.zeros((28, 28), dtype=np.uint8)
+                digit[4 + 6 * label: 10 + 6 * label, 8:20] = 255  # a bar whose height is the class
+                noise = rng.integers(0, 40, size=(28, 28), dtype=np.uint8)
+                Image.fromarray(digit | noise, mode="L").save(folder / f"{i:03d}.png")
+    overrides = ["data=image_folder", f"data.root={tmp_path}", "data.num_classes=3", "data.image_size=28",
+                 "data.val_fraction=0.25", "teacher=cnn", "student=mlp", "teacher.epochs=25", "student.epochs=5",
+                 "data.batch_size=9"]
+    metrics, _ = run_in_process(tmp_path, overrides, store=shared_store)
+    splits = load_source(data_cfg("image_folder", tmp_path, num_classes=3, image_size=28, val_fraction=0.25))
+    assert splits.input_shape == (1, 28, 28) and splits.train.dataset[0][0].shape == (1, 28, 28)
+    assert len(splits.mean) == len(splits.std) == 1
+    assert metrics["data/fast_path"] is True and metrics["teacher/test/acc"] > 0.6
+    rgb = load_source(data_cfg("image_folder", tmp_path, num_classes=3, image_size=28, channels=3))
+    assert rgb.input_shape == (3, 28, 28)  # data.channels=3 reads the grayscale files as RGB
+    on_files = load_source(data_cfg("image_folder", tmp_path, num_classes=3, image_size=28, decode_cache_max_mb=0.001))
+    assert not on_files.samples_in_memory  # over the memory bound: decoded from the files every epoch
 
 
 # --- missing, corrupt and undownloadable files ---------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -491,3 +493,33 @@ def test_a_switch_at_the_end_of_training_keeps_the_first_loss_whatever_the_windo
     assert switch_steps(specs, 100) == [(100, 0)]
     with pytest.raises(ConfigError, match="leaves the training run"):
         switch_steps(specs_of(late_switch(at=0.95, window=10)), 100)
+
+
+def test_loss_options_set_a_losss_own_options_in_a_sweep_over_losses_that_differ(tmp_path):
+    from support import compose_config
+
+    from kdrun.config.validate import validate_config
+
+    for loss in ("ce", "kd", "kl"):  # kdrun -m loss=ce,kd,kl +loss_options.kd.alpha=0.5
+        checked = validate_config(compose_config(tmp_path, [f"loss={loss}", "+loss_options.kd.alpha=0.5"]))
+        (built,) = checked.losses
+        assert built.name == ("ce" if loss == "ce" else "kd")
+        if built.name == "kd":  # kd and its preset kl alike
+            assert built.alpha == 0.5
+    late = validate_config(compose_config(tmp_path, ["schedule=late_switch", "+loss_options.kd.temperature=2"]))
+    assert [loss.name for loss in late.losses] == ["ce", "kd"] and late.losses[1].temperature == 2
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("+loss_options.kdd.alpha=1", "loss_options.kdd names no loss; allowed: ce, "),
+    ("+loss_options.kd.alhpa=1", "loss 'kd' has no option alhpa"),
+    ("+loss_options.kd.alpha=2", "kd.alpha=2 is outside [0, 1]"),
+    ("+loss_options.kd=3", "loss_options.kd=3 is not a mapping"),
+])
+def test_bad_loss_options_are_refused_even_for_losses_the_run_does_not_use(tmp_path, override, fragment):
+    from support import compose_config
+
+    from kdrun.config.validate import validate_config
+
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        validate_config(compose_config(tmp_path, ["loss=ce", override]))

@@ -208,3 +208,19 @@ def test_optuna_sweep_optimises_the_validation_objective(tmp_path):
               (yaml.safe_load((sweep / str(job) / "metrics.json").read_text()) for job in (0, 1))]
     assert results["best_value"] == pytest.approx(max(values))
     assert set(results["best_params"]) == {"student.optimizer.lr", "loss.alpha", "loss.temperature"}
+
+
+def test_validation_interval_skips_epochs_but_always_validates_the_last(tmp_path, shared_store):
+    import csv
+
+    metrics, out = run_in_process(tmp_path, ["student.epochs=3", "student.val_every_n_epochs=2",
+                                             "teacher.val_every_n_epochs=5"], store=shared_store)
+    with open(out / "logs" / "student" / "metrics.csv", newline="") as handle:
+        validated = sorted({int(row["epoch"]) for row in csv.DictReader(handle) if row.get("val/acc")})
+    assert validated == [1, 2]  # epoch 2 (the second) by the interval, epoch 3 (the last) always
+    assert 0.0 <= metrics["student/val/acc"] <= 1.0  # what sweepers select on is there
+    steps, _ = run_in_process(tmp_path, ["student.max_steps=25", "student.val_every_n_epochs=5"], name="steps",
+                              store=shared_store)  # a step budget ends inside epoch 2: validated after the fit
+    assert 0.0 <= steps["student/val/acc"] <= 1.0
+    with pytest.raises(ConfigError, match=r"student.val_every_n_epochs=0 is too small"):
+        run_in_process(tmp_path, ["student.val_every_n_epochs=0"], name="bad")

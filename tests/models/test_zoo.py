@@ -202,12 +202,15 @@ def test_channelwise_node_k_sees_only_channel_k():
     assert torch.count_nonzero(delta.detach()) == 1 and delta[0, 3] != 0
 
 
-def test_logistic_regression_and_mlp_1000_shapes():
+def test_logistic_regression_and_paper_000s_two_mlp_readings():
     logistic = build_model(zoo_cfg("logistic_regression", bias=False), (1, 28, 28))
     assert count_parameters(logistic) == 784 * 10
-    mlp = build_model(zoo_cfg("mlp_1000"), (1, 28, 28))
-    assert mlp.features[1].weight.shape == (1000, 784)  # the first-layer weight of paper 000's eigen analysis
-    assert count_parameters(mlp) == 784 * 1000 + 1000 + 1000 * 10 + 10
+    one_hidden = build_model(zoo_cfg("mlp_1x1000"), (1, 28, 28))  # "2-layer": two weight layers
+    assert one_hidden.features[1].weight.shape == (1000, 784)  # the first-layer weight of paper 000's eigen analysis
+    assert count_parameters(one_hidden) == 784 * 1000 + 1000 + 1000 * 10 + 10
+    two_hidden = build_model(zoo_cfg("mlp_2x1000"), (1, 28, 28))  # "2-layer": two hidden layers, 784-1000-1000-10
+    assert two_hidden.features[1].weight.shape == (1000, 784)
+    assert count_parameters(two_hidden) == 784 * 1000 + 1000 + 1000 * 1000 + 1000 + 1000 * 10 + 10
 
 
 @pytest.mark.parametrize("stem,values,shape,needles", [

@@ -231,3 +231,21 @@ def test_a_setting_only_one_side_has_does_not_split_the_pairs(tmp_path):
                  "--metrics", "student/test/acc", "--no-figures"]) == 0
     (row,) = pd.read_csv(tmp_path / "runs" / "report" / "comparisons.csv").to_dict("records")
     assert row["n"] == 2 and row["pi"] == pytest.approx(0.09)
+
+
+def test_phi_scatters_can_be_coloured_by_the_saved_label_noise_mask(tmp_path, quick_sweep, capsys):
+    from PIL import Image
+
+    _, root = quick_sweep  # real runs: their predictions.npz hold train_noise_mask (all clean here)
+    out = tmp_path / "report"
+    assert main([str(root / "sweeps"), "--phi-color", "noise", "--phi-on", "true_label", "--out", str(out)]) == 0
+    markdown = (out / "report.md").read_text()
+    assert "phi scatter (train, coloured by noise)" in markdown
+    figure = Image.open(out / "figures" / "phi_0.png").convert("RGB")
+    default = tmp_path / "default"
+    assert main([str(root / "sweeps"), "--out", str(default)]) == 0
+    assert "coloured by correct" in (default / "report.md").read_text()
+    assert list(figure.getdata()) != list(Image.open(default / "figures" / "phi_0.png").convert("RGB").getdata())
+    with pytest.raises(SystemExit):
+        main([str(root / "sweeps"), "--phi-color", "rainbow"])
+    assert "invalid choice: 'rainbow'" in capsys.readouterr().err
