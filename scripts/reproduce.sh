@@ -26,10 +26,17 @@ case "$paper" in
       --compare schedule.at=0.0 --against schedule.at=1.0 --pair-by seed ;;
   paper001)
     out="$root/paper001"; mkdir -p "$out"
-    sweep "$out/sweep" experiment=paper001/bayes_vs_onehot_small
-    kdrun-report "$out/sweep" --out "$out/report" --title "Paper 001: Bayes distillation vs one-hot (small)" \
+    sweep "$out/sweep_bayes" experiment=paper001/bayes_vs_onehot_small
+    sweep "$out/sweep_distorted" experiment=paper001/distorted_teachers_small
+    sweep "$out/sweep_teacher_mse" experiment=paper001/teacher_mse_small
+    kdrun-report "$out/sweep_bayes" --out "$out/report_bayes" --title "Paper 001: Bayes distillation vs one-hot (small)" \
       --compare loss=soft_ce --against loss=ce --pair-by seed \
-      --metrics 'student/test/auroc,student/test/acc,student/test/nll,student/test/ece,student/test/mse_to_bayes' ;;
+      --metrics 'student/test/auroc,student/test/acc,student/test/nll,student/test/mse_to_bayes'
+    kdrun-report "$out/sweep_distorted" --out "$out/report_distorted" --title "Paper 001: miscalibrated teachers (small)" \
+      --compare teacher.oracle_options.distortion=8 --against teacher.oracle_options.distortion=1 \
+      --alternative less --pair-by seed --metrics 'student/test/auroc,student/test/acc,student/test/nll'
+    kdrun-report "$out/sweep_teacher_mse" --out "$out/report_teacher_mse" --title "Paper 001: teacher MSE and student AUC (small)" \
+      --correlate teacher/train/mse_to_bayes:student/test/auroc --metrics 'student/test/auroc,teacher/train/mse_to_bayes' ;;
   paper002)
     out="$root/paper002"; mkdir -p "$out"
     sweep "$out/sweep" experiment=paper002/kappa_sweep_small

@@ -15,8 +15,8 @@ from kdrun.report.aggregate import (DEFAULT_SEED_COLUMNS, group_columns, select_
 from kdrun.report.collect import collect_runs, split_columns
 from kdrun.report.errors import ReportError
 from kdrun.report.plots import PHI_CLASSES, PHI_COLORS
-from kdrun.report.stats import (ALTERNATIVES, KAPPA_COLUMN, compare_conditions, higher_is_better, kappa_stars,
-                                parse_assignments, teacher_bias_variance)
+from kdrun.report.stats import (ALTERNATIVES, KAPPA_COLUMN, compare_conditions, correlations, higher_is_better,
+                                kappa_stars, parse_assignments, teacher_bias_variance)
 
 # Metrics the figures show when --metrics does not choose (those present in the runs).
 FIGURE_METRICS = ("student/test/acc", "student/test/nll", "student/test/ece", "student/test/agreement")
@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated condition columns to select over (default: all conditions)")
     parser.add_argument("--title", default="kdrun report", help="report title")
     parser.add_argument("--no-figures", action="store_true", help="skip the figures (faster)")
+    parser.add_argument("--correlate", nargs="+", default=[], metavar="X:Y",
+                        help="pairs of metrics to correlate over the runs (Spearman and Pearson, with p), e.g. "
+                             "teacher/train/mse_to_bayes:student/test/auroc; each gets a scatter plot")
     parser.add_argument("--phi-color", default="correct", choices=PHI_COLORS,
                         help="what colours the phi scatters: correct (the student's top class is the label), noise "
                              "(the saved label-noise mask: mislabeled vs clean) or four_way (which of teacher and "
@@ -121,12 +124,25 @@ def report(args: argparse.Namespace) -> dict:
     if not stars.empty:
         save(stars, "kappa_star.csv")
     bias_variance = teacher_bias_variance(table)
+    correlated = correlations(table, [_metric_pair(item) for item in args.correlate],
+                              group_columns(table, seed_columns))
+    if not correlated.empty:
+        save(correlated, "correlations.csv")
 
     figures = [] if args.no_figures else make_figures(table, metrics, args, seed_columns, out / "figures")
     files += [path for _, path in figures]
     files += render_report(out, args.title, table, summary, comparisons, stars, bias_variance, figures,
-                           metrics if metric_patterns else _default_comparison_metrics(table, metrics), selection)
+                           metrics if metric_patterns else _default_comparison_metrics(table, metrics), selection,
+                           correlated)
     return {"out": out, "files": files}
+
+
+def _metric_pair(item: str) -> tuple[str, str]:
+    x, separator, y = item.partition(":")
+    if not separator or not x or not y:
+        raise ReportError(f"--correlate {item!r}; allowed: X:Y, two metric names, e.g. "
+                          f"teacher/train/mse_to_bayes:student/test/auroc")
+    return x, y
 
 
 def _condition_labels(table: pd.DataFrame, columns: list[str]) -> pd.Series:
@@ -178,6 +194,11 @@ def make_figures(table: pd.DataFrame, metrics: list[str], args, seed_columns, fo
         attempt("agreement with the teacher, split by the teacher's correctness", plots.agreement_split_bars,
                 ok, "condition", folder / "agreement_split.png", baseline=baseline)
 
+    for index, item in enumerate(args.correlate):
+        x, y = _metric_pair(item)
+        attempt(f"{y} against {x}, one point per run", plots.correlation_scatter, ok, x, y,
+                folder / f"correlation_{index}.png", condition="condition")
+
     representatives = ok[[(Path(run) / "predictions.npz").is_file() for run in ok["run_dir"]]]
     representatives = representatives.drop_duplicates("condition").head(MAX_REPRESENTATIVE_RUNS)
     for index, (label, run_dir) in enumerate(zip(representatives["condition"], representatives["run_dir"])):
@@ -201,7 +222,8 @@ def _file_name(metric: str) -> str:
 
 
 def render_report(out: Path, title: str, table, summary, comparisons, stars, bias_variance,
-                  figures, report_metrics: list[str], selection: pd.DataFrame | None = None) -> list[Path]:
+                  figures, report_metrics: list[str], selection: pd.DataFrame | None = None,
+                  correlated: pd.DataFrame | None = None) -> list[Path]:
     from kdrun.report.render import Section, write_report
 
     conditions, _ = split_columns(table)
@@ -231,6 +253,10 @@ def render_report(out: Path, title: str, table, summary, comparisons, stars, bia
             tables.append(("κ*: where compare and against cross (PG = 1), linear interpolation; empty if they "
                            "never cross", stars))
         sections.append(Section("Comparisons", text, tables=tables))
+    if correlated is not None and not correlated.empty:
+        sections.append(Section("Correlations", "Over the runs that have both metrics: Spearman's rank correlation "
+                                "and Pearson's r, each with its two-sided p (scipy.stats).",
+                                tables=[("Correlations", correlated)]))
     if bias_variance:
         sections.append(Section("Teacher bias and variance", "MSE of the teacher draws to the Bayes "
                                 "probabilities, mse = bias2 + variance.",

@@ -11,6 +11,7 @@ a display or on a global backend, and no figure outlives its function.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +220,30 @@ def metric_vs_switch_point(table: pd.DataFrame, metric: str, out: Path,
     title = f"{metric} vs switch point" + (f", by {condition}" if condition else "")
     return _metric_lines(summary, metric, out, xlabel=f"switch point: {unit}  ({at_column})",
                          title=title, legend_title=condition, log_x=False)
+
+
+def correlation_scatter(table: pd.DataFrame, x: str, y: str, out: Path, condition: str | None = None) -> Path:
+    """One point per run of metric `y` against metric `x`, coloured by `condition`, with the least-squares line."""
+    what = "correlation_scatter"
+    _require_columns(table, [x, y] + ([condition] if condition else []), what)
+    frame = table.assign(**{x: _numeric(table, x, what), y: _numeric(table, y, what)}).dropna(subset=[x, y])
+    figure = _new_figure(width=6.4, height=4.8)
+    axes = figure.add_subplot()
+    groups = sorted(frame[condition].unique(), key=_sort_key) if condition else [None]
+    for index, group in enumerate(groups):
+        part = frame if group is None else frame[frame[condition] == group]
+        # "teacher.oracle_options.bias=0.2, ..." -> "bias=0.2, ...": the legend names only the setting
+        label = None if group is None else re.sub(r"(?:[\w/]+\.)+(\w+=)", r"\1", _label(group))
+        axes.scatter(part[x], part[y], s=18, alpha=0.8, color=f"C{index % 10}", marker=MARKERS[index % len(MARKERS)],
+                     label=label, linewidths=0)
+    if len(frame) >= 2 and frame[x].nunique() > 1:
+        slope, intercept = np.polyfit(frame[x], frame[y], 1)
+        xs = np.linspace(frame[x].min(), frame[x].max(), 50)
+        axes.plot(xs, slope * xs + intercept, color="0.3", linewidth=1, linestyle="--", label="least squares")
+    axes.set_xlabel(x)
+    axes.set_ylabel(y)
+    _place_legend(figure, axes, len(groups) + 1)
+    return _save(figure, out)
 
 
 def agreement_split_bars(table: pd.DataFrame, condition: str, out: Path, baseline: str | None = None,

@@ -280,3 +280,34 @@ def teacher_bias_variance(table: pd.DataFrame, split: str = "test") -> dict | No
         return None
     return {"split": split, "teachers": len(draws),
             **bias_variance_decomposition(np.stack(list(draws.values())), bayes)}
+
+
+def correlations(table: pd.DataFrame, pairs: list[tuple[str, str]], conditions: list[str] = ()) -> pd.DataFrame:
+    """Per (x, y) pair of metrics: Spearman's rho and Pearson's r with their two-sided p, over the runs that
+    have both and, when `conditions` are given, over the conditions' means (seeds pooled): e.g. paper 001's
+    teacher MSE to p* against the student's AUC, paper 002's fidelity against the student's accuracy."""
+    ok = table[table["status"] == "ok"]
+    rows = []
+    for x, y in pairs:
+        missing = [column for column in (x, y) if column not in ok.columns]
+        if missing:
+            raise ReportError(f"--correlate {x}:{y}: no runs have {', '.join(missing)}; allowed: metric columns "
+                              f"of runs.csv")
+        both = ok[[x, y]].apply(pd.to_numeric, errors="coerce").dropna()
+        if len(both) < 3 or both[x].nunique() < 2 or both[y].nunique() < 2:
+            raise ReportError(f"--correlate {x}:{y}: {len(both)} runs have both, and both must vary; allowed: "
+                              f"metrics that vary over at least 3 runs")
+        rows.append(_correlation_row(x, y, "runs", both[x], both[y]))
+        if conditions:
+            means = ok.assign(**{x: pd.to_numeric(ok[x], errors="coerce"), y: pd.to_numeric(ok[y], errors="coerce")}) \
+                .groupby(list(conditions), dropna=False)[[x, y]].mean().dropna()
+            if len(means) >= 3 and means[x].nunique() > 1 and means[y].nunique() > 1:
+                rows.append(_correlation_row(x, y, "condition means", means[x], means[y]))
+    return pd.DataFrame(rows, columns=["x", "y", "over", "n", "spearman_rho", "spearman_p", "pearson_r", "pearson_p"])
+
+
+def _correlation_row(x: str, y: str, over: str, xs: pd.Series, ys: pd.Series) -> dict:
+    spearman, pearson = scipy_stats.spearmanr(xs, ys), scipy_stats.pearsonr(xs, ys)
+    return {"x": x, "y": y, "over": over, "n": len(xs), "spearman_rho": float(spearman.statistic),
+            "spearman_p": float(spearman.pvalue), "pearson_r": float(pearson.statistic),
+            "pearson_p": float(pearson.pvalue)}

@@ -53,3 +53,30 @@ def test_full_and_small_variants_come_in_pairs():
     for preset in PRESETS:
         if preset.startswith("paper") and preset.endswith("_small"):
             assert preset[: -len("_small")] in PRESETS, preset
+
+
+@pytest.mark.slow  # a whole small preset: 40 runs, about a minute
+def test_a_small_preset_runs_end_to_end_and_its_report_holds_the_claims_table(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+
+    from support import kdrun_command
+
+    sweep = tmp_path / "sweep"
+    result = kdrun_command(["experiment=paper001/distorted_teachers_small", f"hydra.sweep.dir={sweep}",
+                            "trainer.enable_progress_bar=false"], tmp_path, {"KDRUN_OUTPUT_ROOT": str(tmp_path)},
+                           timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = subprocess.run([str(Path(sys.executable).parent / "kdrun-report"), str(sweep), "--out", str(tmp_path / "r"),
+                             "--compare", "teacher.oracle_options.distortion=8", "--against",
+                             "teacher.oracle_options.distortion=1", "--alternative", "less", "--no-figures",
+                             "--metrics", "student/test/auroc,student/test/acc,student/test/nll"],
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    comparisons = pd.read_csv(tmp_path / "r" / "comparisons.csv").set_index("metric")
+    assert comparisons.loc["student/test/auroc", "n"] == 10  # ten paired trials: an exact p down to 1/1024
+    assert comparisons.loc["student/test/auroc", "pi"] < 0  # the miscalibrated teacher's students rank worse
+    assert "| student/test/auroc |" in (tmp_path / "r" / "report.md").read_text()

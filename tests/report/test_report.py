@@ -249,3 +249,21 @@ def test_phi_scatters_can_be_coloured_by_the_saved_label_noise_mask(tmp_path, qu
     with pytest.raises(SystemExit):
         main([str(root / "sweeps"), "--phi-color", "rainbow"])
     assert "invalid choice: 'rainbow'" in capsys.readouterr().err
+
+
+def test_correlate_reports_spearman_and_pearson_over_runs_and_over_condition_means(tmp_path):
+    for num, (bias, seed) in enumerate((b, s) for b in (0.0, 0.2, 0.4) for s in range(3)):
+        run = tmp_path / str(num)
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "overrides.yaml").write_text(f"- teacher.oracle_options.bias={bias}\n- seed={seed}\n")
+        mse = bias ** 2 + 0.01 * seed
+        (run / "metrics.json").write_text(json.dumps({"teacher/train/mse_to_bayes": mse,
+                                                      "student/test/auroc": 0.99 - mse + 0.001 * (seed % 2)}))
+    out = tmp_path / "report"
+    assert main([str(tmp_path), "--correlate", "teacher/train/mse_to_bayes:student/test/auroc", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "correlations.csv").set_index("over")
+    assert table.loc["runs", "n"] == 9 and table.loc["condition means", "n"] == 3
+    assert table.loc["runs", "spearman_rho"] < -0.9 and table.loc["condition means", "spearman_rho"] == -1.0
+    assert "Correlations" in (out / "report.md").read_text() and (out / "figures" / "correlation_0.png").is_file()
+    assert main([str(tmp_path), "--correlate", "teacher/train/mse_to_bayes", "--no-figures"]) == 2
+    assert main([str(tmp_path), "--correlate", "student/test/nope:student/test/auroc", "--no-figures"]) == 2
