@@ -22,8 +22,24 @@ case "$paper" in
   paper000)
     out="$root/paper000"; mkdir -p "$out"
     sweep "$out/sweep" experiment=paper000/late_switch_small
-    kdrun-report "$out/sweep" --out "$out/report" --title "Paper 000: late switching (small)" \
-      --compare schedule.at=0.0 --against schedule.at=1.0 --pair-by seed ;;
+    sweep "$out/sweep_converse" experiment=paper000/late_switch_small schedule.from=kd schedule.to=ce \
+      'hydra.sweeper.params={schedule.at: "0.5", seed: "range(0,10)"}'
+    kdrun-report "$out/sweep" --out "$out/report" --title "Paper 000: KD vs one-hot and late switching (small)" \
+      --compare schedule.at=0.0 --against schedule.at=1.0 --pair-by seed --phi-color noise \
+      --metrics 'student/test/acc,student/test/nll,student/test/agreement'
+    # underfitting: KD's train accuracy and phi gaps below the one-hot student's (one-sided, less)
+    kdrun-report "$out/sweep" --out "$out/report_underfit" --title "Paper 000: KD underfits (small)" \
+      --compare schedule.at=0.0 --against schedule.at=1.0 --pair-by seed --alternative less --no-figures \
+      --metrics 'student/train/acc,student/train/phi_gap_q1_minus_q4,student/test/phi_gap_q1_minus_q4,student/train/phi_gap_q1,student/test/phi_gap_q1,student/train/phi_gap_noisy'
+    for at in 0.25 0.5 0.75; do
+      kdrun-report "$out/sweep" --out "$out/report_switch_$at" --title "Paper 000: one-hot until $at, then KD (small)" \
+        --compare "schedule.at=$at" --against schedule.at=1.0 --pair-by seed --no-figures \
+        --metrics 'student/test/acc,student/test/nll'
+    done
+    kdrun-report "$out/sweep" "$out/sweep_converse" --out "$out/report_converse" --no-figures \
+      --title "Paper 000: KD until 0.5, then one-hot, against KD throughout (small)" \
+      --compare schedule.from=kd --against schedule.from=ce schedule.at=0.0 --pair-by seed --alternative less \
+      --metrics 'student/test/acc,student/test/nll' ;;
   paper001)
     out="$root/paper001"; mkdir -p "$out"
     sweep "$out/sweep_bayes" experiment=paper001/bayes_vs_onehot_small
@@ -40,23 +56,66 @@ case "$paper" in
   paper002)
     out="$root/paper002"; mkdir -p "$out"
     sweep "$out/sweep" experiment=paper002/kappa_sweep_small
+    sweep "$out/sweep_temperature" experiment=paper002/temperature_small
+    sweep "$out/sweep_temperature_low" experiment=paper002/temperature_small 'hydra.sweeper.params={loss.temperature: "0.1"}'
+    # hard teacher labels: the teacher fits its N samples, so for kappa <= 1 its argmax is the label
+    sweep "$out/sweep_hard" experiment=paper002/kappa_sweep_small loss=kd_hard \
+      'hydra.sweeper.params={data.kappa: "0.05,0.1", seed: "range(0,10)"}'
     kdrun-report "$out/sweep" --out "$out/report" --title "Paper 002: KD vs label training over kappa (small)" \
       --compare loss=kl --against loss=ce --pair-by seed \
-      --metrics 'student/test/acc,student/test/nll,student/test/agreement,student/train/agreement,student/test/cka'
+      --metrics 'student/test/acc,student/test/nll,student/test/agreement,student/train/agreement,student/test/cka' \
+      --correlate student/test/agreement:student/test/acc student/test/cka:student/test/acc
     kdrun-report "$out/sweep" --out "$out/report_ls" --title "Paper 002: label smoothing vs label training (small)" \
       --compare loss=label_smoothing --against loss=ce --pair-by seed --metrics 'student/test/acc,student/test/nll' \
-      --no-figures ;;
+      --no-figures
+    kdrun-report "$out/sweep" --out "$out/report_kd_vs_ls" --title "Paper 002: KD vs label smoothing (small)" \
+      --compare loss=kl --against loss=label_smoothing --pair-by seed --metrics 'student/test/acc,student/test/nll' \
+      --no-figures
+    kdrun-report "$out/sweep_temperature" --out "$out/report_temperature" --title "Paper 002: temperature 20 vs 1 (small)" \
+      --compare loss.temperature=20 --against loss.temperature=1 --pair-by seed \
+      --metrics 'student/test/acc,student/test/nll,student/test/agreement,student/train/agreement'
+    kdrun-report "$out/sweep_temperature" --out "$out/report_temperature_4" --title "Paper 002: temperature 4 vs 1 (small)" \
+      --compare loss.temperature=4 --against loss.temperature=1 --pair-by seed \
+      --metrics 'student/test/acc,student/test/nll' --no-figures
+    kdrun-report "$out/sweep_temperature" "$out/sweep_temperature_low" --out "$out/report_temperature_low" --no-figures \
+      --title "Paper 002: temperature 0.1 vs 1 (small)" --compare loss.temperature=0.1 --against loss.temperature=1 \
+      --pair-by seed --alternative less --metrics 'student/test/acc,student/test/nll'
+    kdrun-report "$out/sweep" "$out/sweep_hard" --out "$out/report_hard" --no-figures \
+      --title "Paper 002: hard teacher labels vs label training (small)" \
+      --compare loss=kd_hard --against loss=ce --pair-by seed --alternative two-sided \
+      --metrics 'student/test/acc,student/test/nll' ;;
   paper003)
     out="$root/paper003"; mkdir -p "$out"
+    # two teachers: memorised (clean digits, train NLL ~0.001) and with a non-trivial training loss
+    # (25% flipped labels, stopped before it memorises them): the paper's moderator
     sweep "$out/sweep_kd_rcd" experiment=paper003/controls_small
     sweep "$out/sweep_siddo" experiment=paper003/siddo_small
-    metrics='student/test/agreement,student/test/activation_distance,student/test/js_divergence,student/test/rank_disagreement,student/test/prediction_disagreement,student/test/agreement_teacher_correct,student/test/agreement_teacher_incorrect,student/test/acc'
-    kdrun-report "$out/sweep_kd_rcd" --out "$out/report_kd_vs_rcd" --title "Paper 003: KD vs RCD (small)" \
-      --compare loss=kd --against loss=rcd --pair-by seed --metrics "$metrics"
-    for alpha in 0.1 0.5 0.9; do
-      kdrun-report "$out/sweep_kd_rcd" "$out/sweep_siddo" --out "$out/report_kd${alpha}_vs_siddo" --no-figures \
-        --title "Paper 003: KD (alpha=$alpha) vs SIDDO (small)" \
+    sweep "$out/sweep_moderator_kd_rcd" experiment=paper003/moderator_small
+    sweep "$out/sweep_moderator_siddo" experiment=paper003/moderator_siddo_small
+    # temperature (claim 6): KD at T = 4 against the same SIDDO students and against KD at T = 1
+    sweep "$out/sweep_moderator_t4" experiment=paper003/moderator_small loss=kd \
+      'hydra.sweeper.params={loss.temperature: "4.0", loss.alpha: "0.5,0.9"}'
+    metrics='student/test/agreement,student/test/activation_distance,student/test/js_divergence,student/test/rank_disagreement,student/test/agreement_teacher_correct,student/test/agreement_teacher_incorrect,student/test/agreement_incorrect_minus_correct,student/test/acc'
+    for regime in "" moderator_; do
+      name="${regime:-memorised_}"; name="${name%_}"
+      kdrun-report "$out/sweep_${regime}kd_rcd" --out "$out/report_${name}_kd_vs_rcd" \
+        --title "Paper 003: KD vs RCD, $name teacher (small)" \
+        --compare loss=kd --against loss=rcd --pair-by seed --metrics "$metrics"
+      for alpha in 0.1 0.5 0.9; do
+        figures=(--no-figures); [[ $alpha == 0.9 ]] && figures=()  # one set: every condition's delta vs SIDDO
+        kdrun-report "$out/sweep_${regime}kd_rcd" "$out/sweep_${regime}siddo" --out "$out/report_${name}_kd${alpha}_vs_siddo" \
+          "${figures[@]}" --title "Paper 003: KD (alpha=$alpha) vs SIDDO, $name teacher (small)" \
+          --compare loss=kd "loss.alpha=$alpha" --against loss=ce --pair-by seed --metrics "$metrics"
+      done
+    done
+    for alpha in 0.5 0.9; do
+      kdrun-report "$out/sweep_moderator_t4" "$out/sweep_moderator_siddo" --out "$out/report_moderator_kd${alpha}_t4_vs_siddo" \
+        --no-figures --title "Paper 003: KD (alpha=$alpha, T=4) vs SIDDO, moderator teacher (small)" \
         --compare loss=kd "loss.alpha=$alpha" --against loss=ce --pair-by seed --metrics "$metrics"
+      kdrun-report "$out/sweep_moderator_t4" "$out/sweep_moderator_kd_rcd" --out "$out/report_moderator_kd${alpha}_t4_vs_t1" \
+        --no-figures --title "Paper 003: KD (alpha=$alpha) at T=4 vs T=1, moderator teacher (small)" \
+        --compare loss.temperature=4.0 "loss.alpha=$alpha" --against loss.temperature=1.0 "loss.alpha=$alpha" loss=kd \
+        --pair-by seed --alternative less --metrics 'student/test/acc,student/test/agreement_teacher_correct,student/test/agreement_teacher_incorrect'
     done ;;
   paper004)
     out="$root/paper004"; mkdir -p "$out"
@@ -67,10 +126,32 @@ case "$paper" in
     fi
     sweep "$out/sweep_baselines" experiment=paper004/ptloss_synthetic_small
     sweep "$out/sweep_ptloss" experiment=paper004/ptloss_synthetic_small loss=ptloss \
-      "loss.epsilon_file=$(cd "$out/search" && pwd)/ptloss_epsilon.json" 'hydra.sweeper.params={seed: "0,1,2"}'
+      "loss.epsilon_file=$(cd "$out/search" && pwd)/ptloss_epsilon.json" 'hydra.sweeper.params={seed: "range(0,10)"}'
+    sweep "$out/sweep_teacher_quality" experiment=paper004/teacher_quality_small
+    # the same with an overfit, overconfident teacher (50 epochs): its own search, then KL against PTLoss
+    if [[ ! -f "$out/search_overfit/ptloss_epsilon.json" ]]; then
+      echo "== kdrun-ptloss-search -> $out/search_overfit"
+      kdrun-ptloss-search experiment=paper004/ptloss_synthetic_small teacher.epochs=50 hydra.mode=RUN \
+        "hydra.run.dir=$out/search_overfit" search.max_order=3 search.trials=50 "${quiet[@]}" > "$out/search_overfit.log" 2>&1
+    fi
+    sweep "$out/sweep_overfit" experiment=paper004/ptloss_synthetic_small teacher.epochs=50 \
+      "+loss_options.ptloss.epsilon_file=$(cd "$out/search_overfit" && pwd)/ptloss_epsilon.json" \
+      'hydra.sweeper.params={loss: "kl,ptloss"}'
     kdrun-report "$out/sweep_baselines" "$out/sweep_ptloss" --out "$out/report" \
       --title "Paper 004: PTLoss vs KL and baselines (small)" --compare loss=ptloss --against loss=kl --pair-by seed \
-      --metrics 'student/test/acc,student/test/nll,student/test/ece,student/test/mse_to_bayes,student/val/acc' ;;
+      --metrics 'student/test/acc,student/test/nll,student/test/ece,student/test/mse_to_bayes,student/val/acc'
+    for baseline in temperature_scaling label_smoothed_teacher focal_kd; do
+      kdrun-report "$out/sweep_baselines" "$out/sweep_ptloss" --out "$out/report_vs_$baseline" --no-figures \
+        --title "Paper 004: PTLoss vs $baseline (small)" --compare loss=ptloss --against "loss=$baseline" --pair-by seed \
+        --metrics 'student/test/acc,student/test/nll,student/test/mse_to_bayes'
+    done
+    kdrun-report "$out/sweep_overfit" --out "$out/report_overfit" --no-figures \
+      --title "Paper 004: PTLoss vs KL, overfit teacher (small)" --compare loss=ptloss --against loss=kl --pair-by seed \
+      --metrics 'student/test/acc,student/test/nll,student/test/mse_to_bayes'
+    kdrun-report "$out/sweep_teacher_quality" --out "$out/report_teacher_quality" \
+      --title "Paper 004: teacher distance to p* and student accuracy (small)" \
+      --metrics 'teacher/test/mse_to_bayes,teacher/test/acc,student/test/acc,student/test/mse_to_bayes' \
+      --correlate teacher/test/mse_to_bayes:student/test/acc teacher/test/acc:student/test/acc ;;
   all)
     for p in paper000 paper001 paper002 paper003 paper004; do "$0" "$p" "$root"; done ;;
   *)

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from kdrun.atomic_files import atomic_path
 from kdrun.metrics import (BINARY_CONVENTIONS, classification_metrics, linear_cka, mse_to_bayes,
                            similarity_metrics)
+from kdrun.metrics.per_sample import confidence_by_noise, confidence_deviations
 from kdrun.models import ZooModel
 from kdrun.config.checks import check_choice, check_keys, check_list, check_mapping, check_whole_number
 
@@ -125,11 +126,16 @@ def evaluate(teacher: nn.Module, student: nn.Module, loaders: dict[str, DataLoad
             if "oracle_probs" in extra:
                 metrics[f"{role}/{split}/mse_to_bayes"] = mse_to_bayes(
                     outputs.logits.double().softmax(-1).numpy(), extra["oracle_probs"], options.mse_binary)
+            for name, value in confidence_by_noise(outputs.logits.numpy(), extra.get("noise_mask")).items():
+                metrics[f"{role}/{split}/{name}"] = value
         for name, value in similarity_metrics(student_out.logits, teacher_out.logits, labels).items():
             # undefined values (agreement on an empty subset, e.g. a teacher right on every training
             # input) are left out: metrics.json stays strict JSON and tables read the gap as NaN
             if not math.isnan(value):
                 metrics[f"student/{split}/{name}"] = value
+        for name, value in confidence_deviations(teacher_out.logits.numpy(), student_out.logits.numpy(),
+                                                 extra.get("noise_mask")).items():
+            metrics[f"student/{split}/{name}"] = value
         if teacher_out.features is not None and student_out.features is not None:
             metrics[f"student/{split}/cka"] = linear_cka(student_out.features, teacher_out.features)
         arrays.update({

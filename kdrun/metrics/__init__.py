@@ -19,11 +19,16 @@ similarity and its asymmetry.
 | student/{split}/prediction_disagreement | 1 − agreement | 003 | |
 | student/{split}/agreement_teacher_correct | agreement on inputs the teacher gets right (absent if there are none) | 003 | |
 | student/{split}/agreement_teacher_incorrect | agreement on inputs the teacher gets wrong: same mistake (absent if none) | 003 | |
+| student/{split}/agreement_incorrect_minus_correct | A_incorrect − A_correct; its KD-minus-control difference is Δ_incorrect − Δ_correct (> 0: negative asymmetry) | 003 | |
 | student/{split}/kl_teacher_student | mean KL(p_t ‖ p_s), natural log | — | |
 | student/{split}/kl_student_teacher | mean KL(p_s ‖ p_t), natural log | — | |
 | student/{split}/activation_distance | mean ‖p_s − p_t‖₂ (no leading "1 −") | 003 | |
 | student/{split}/js_divergence | mean JS(p_t, p_s), natural log, from log-softmax (finite on underflow) | 003 | |
 | student/{split}/rank_disagreement | fraction of rank positions whose class differs (normalised by K) | 003 | |
+| student/{split}/phi_gap_q{1..4} | mean φ_s − φ_t on the teacher's top class (φ = log-odds) in each quarter of the samples by teacher confidence, q1 least confident | 000 | |
+| student/{split}/phi_gap_q1_minus_q4 | q1 − q4: the scatter's shape without the student's overall confidence level; < 0 = low-confidence points underfit more | 000 | |
+| student/train/phi_gap_{noisy,clean} | the same on the training samples whose labels label noise flipped / kept | 000 | |
+| {teacher,student}/train/phi_{noisy,clean} | mean φ of the model's own top class on the flipped / kept training samples | 000 | |
 | student/test/cka | linear CKA of penultimate features `model.features(x)`; zoo teachers only | 002 | cka_samples (0 = off) |
 
 Across runs (not in metrics.json): `bias_variance_decomposition(teacher_probs (R, N, K), bayes_probs (N, K))`
@@ -32,6 +37,7 @@ gives mse = bias2 + variance of R teacher draws to p* (paper 001), with the same
 
 from kdrun.metrics.classification import (accuracy, agreement, auroc, classification_metrics,
                                           expected_calibration_error, nll, precision_at_k, top_k_accuracy)
+from kdrun.metrics.per_sample import confidence_by_noise, confidence_deviations
 from kdrun.metrics.oracle import BINARY_CONVENTIONS, bias_variance_decomposition, mse_to_bayes
 from kdrun.metrics.representation import linear_cka
 from kdrun.metrics.similarity import (activation_distance, conditional_agreement, js_divergence, kl_divergence,
@@ -41,5 +47,5 @@ __all__ = [
     "accuracy", "agreement", "auroc", "classification_metrics", "expected_calibration_error", "nll", "precision_at_k",
     "top_k_accuracy", "BINARY_CONVENTIONS", "bias_variance_decomposition", "mse_to_bayes", "linear_cka",
     "activation_distance", "conditional_agreement", "js_divergence", "kl_divergence", "rank_disagreement",
-    "similarity_metrics",
+    "similarity_metrics", "confidence_by_noise", "confidence_deviations",
 ]

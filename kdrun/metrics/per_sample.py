@@ -88,3 +88,61 @@ def per_sample_table(predictions, splits=("train", "test")) -> dict[str, np.ndar
         for name, values in part.items():
             columns.setdefault(name, []).append(values)
     return {name: np.concatenate(parts) for name, parts in columns.items()}
+
+
+DEVIATION_QUARTILES = 4
+
+
+def confidence_deviations(teacher_logits: np.ndarray, student_logits: np.ndarray,
+                          noise_mask: np.ndarray | None = None) -> dict[str, float]:
+    """Paper 000's M1 and M4 scatters as numbers: the mean of phi_s - phi_t on the teacher's top class,
+    within each quarter of the samples ranked by the teacher's confidence phi_t.
+
+    `phi_gap_q1` is the least-confident quarter and `phi_gap_q4` the most confident; the paper's
+    underfitting of low-confidence points is phi_gap_q1 < 0 and below the other quarters, so
+    `phi_gap_q1_minus_q4` < 0. With a
+    noise mask that flipped some labels (and kept others), `phi_gap_noisy` / `phi_gap_clean` split
+    the samples by it. Ranking is by phi, so ties at a saturated probability still order correctly.
+    Fewer samples than quarters give no values."""
+    teacher_logits, student_logits = np.asarray(teacher_logits), np.asarray(student_logits)
+    if teacher_logits.shape != student_logits.shape or teacher_logits.ndim != 2:
+        raise ValueError(f"teacher logits {teacher_logits.shape} and student logits {student_logits.shape} "
+                         f"must both be (samples, classes)")
+    if len(teacher_logits) < DEVIATION_QUARTILES:
+        return {}
+    teacher_top = teacher_logits.argmax(axis=1)
+    teacher_phi = log_odds(teacher_logits, teacher_top)
+    gap = log_odds(student_logits, teacher_top) - teacher_phi
+    order = np.argsort(teacher_phi, kind="stable")
+    result = {f"phi_gap_q{quarter + 1}": float(gap[part].mean())
+              for quarter, part in enumerate(np.array_split(order, DEVIATION_QUARTILES))}
+    # the shape of the scatter, free of the student's overall confidence level (a student less
+    # confident everywhere shifts every quarter alike): negative = low-confidence points underfit more
+    result["phi_gap_q1_minus_q4"] = result["phi_gap_q1"] - result[f"phi_gap_q{DEVIATION_QUARTILES}"]
+    noisy = _both_groups(noise_mask, len(gap))
+    if noisy is not None:
+        result["phi_gap_noisy"] = float(gap[noisy].mean())
+        result["phi_gap_clean"] = float(gap[~noisy].mean())
+    return result
+
+
+def confidence_by_noise(logits: np.ndarray, noise_mask: np.ndarray | None) -> dict[str, float]:
+    """A model's mean confidence phi(p_top) on its own top class over the samples label noise flipped
+    (`phi_noisy`) and those it kept (`phi_clean`): M4's "mislabeled points have the smallest teacher
+    probabilities" as two numbers. Empty without a mask that holds both groups."""
+    logits = np.asarray(logits)
+    noisy = _both_groups(noise_mask, len(logits))
+    if noisy is None:
+        return {}
+    phi = log_odds(logits, logits.argmax(axis=1))
+    return {"phi_noisy": float(phi[noisy].mean()), "phi_clean": float(phi[~noisy].mean())}
+
+
+def _both_groups(noise_mask: np.ndarray | None, samples: int) -> np.ndarray | None:
+    """The mask as booleans when it marks some samples and not all of them, else None."""
+    if noise_mask is None:
+        return None
+    noisy = np.asarray(noise_mask, dtype=bool)
+    if noisy.shape != (samples,):
+        raise ValueError(f"noise mask {noisy.shape} must hold one flag per sample ({samples})")
+    return noisy if noisy.any() and (~noisy).any() else None

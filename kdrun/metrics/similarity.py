@@ -66,11 +66,16 @@ def conditional_agreement(student_logits: Tensor, teacher_logits: Tensor, labels
 def similarity_metrics(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> dict[str, float]:
     """Every student–teacher similarity of this module, keyed as in metrics.json under student/<split>/."""
     agreement = float(_agreement_mask(student_logits, teacher_logits).double().mean())
+    correct = conditional_agreement(student_logits, teacher_logits, labels, True)
+    incorrect = conditional_agreement(student_logits, teacher_logits, labels, False)
     return {
         "agreement": agreement,
         "prediction_disagreement": 1.0 - agreement,
-        "agreement_teacher_correct": conditional_agreement(student_logits, teacher_logits, labels, True),
-        "agreement_teacher_incorrect": conditional_agreement(student_logits, teacher_logits, labels, False),
+        "agreement_teacher_correct": correct,
+        "agreement_teacher_incorrect": incorrect,
+        # compared between a KD student and a control, its paired difference is paper 003's
+        # Delta_incorrect - Delta_correct: > 0 is the negative asymmetry (NaN when a subset is empty)
+        "agreement_incorrect_minus_correct": incorrect - correct,
         "kl_teacher_student": kl_divergence(teacher_logits, student_logits),
         "kl_student_teacher": kl_divergence(student_logits, teacher_logits),
         "activation_distance": activation_distance(student_logits, teacher_logits),

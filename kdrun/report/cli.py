@@ -146,10 +146,24 @@ def _metric_pair(item: str) -> tuple[str, str]:
 
 
 def _condition_labels(table: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """One text label per run naming its condition, e.g. 'loss=kd, data.kappa=0.5'."""
+    """One text label per run naming its condition, e.g. 'loss=kd, data.kappa=0.5', as short as still
+    tells the conditions apart: a setting a run does not have (NaN, e.g. loss.alpha of a ce run) is left
+    out, and so is a column the others already determine (e.g. the preset's name when each of two
+    sweeps' presets sets a different loss)."""
     if not columns:
         return pd.Series("all runs", index=table.index)
-    return table[columns].astype(str).apply(lambda row: ", ".join(f"{k}={v}" for k, v in row.items()), axis=1)
+    text = table[columns].astype(str).where(table[columns].notna())
+
+    def distinct(chosen: list[str]) -> int:
+        return len(text[chosen].fillna("").drop_duplicates())
+
+    needed = list(columns)
+    for column in sorted(columns, key=lambda c: c != "experiment"):  # the long preset name goes first
+        rest = [c for c in needed if c != column]
+        if rest and distinct(rest) == distinct(needed):
+            needed = rest
+    return text[needed].apply(lambda row: ", ".join(f"{k}={v}" for k, v in row.items() if isinstance(v, str)) or
+                              "all runs", axis=1)
 
 
 def make_figures(table: pd.DataFrame, metrics: list[str], args, seed_columns, folder: Path) -> list[tuple[str, Path]]:
@@ -189,7 +203,8 @@ def make_figures(table: pd.DataFrame, metrics: list[str], args, seed_columns, fo
     if all(column in ok.columns for column in AGREEMENT_SPLIT):
         baseline = None
         if args.against:
-            against = _condition_labels(ok[_matching(ok, parse_assignments(args.against, "--against"))], grouping)
+            # the labels of the whole table: a subset's own labels could leave out other columns
+            against = ok.loc[_matching(ok, parse_assignments(args.against, "--against")), "condition"]
             baseline = against.iloc[0] if len(against) and against.nunique() == 1 else None
         attempt("agreement with the teacher, split by the teacher's correctness", plots.agreement_split_bars,
                 ok, "condition", folder / "agreement_split.png", baseline=baseline)

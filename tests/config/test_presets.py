@@ -55,6 +55,17 @@ def test_full_and_small_variants_come_in_pairs():
             assert preset[: -len("_small")] in PRESETS, preset
 
 
+def test_the_reproduction_script_runs_every_small_preset_and_only_existing_ones():
+    import re
+    from pathlib import Path
+
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "reproduce.sh").read_text()
+    named = set(re.findall(r"experiment=(paper\d{3}/[\w]+)", script))
+    assert named <= set(PRESETS), sorted(named - set(PRESETS))
+    small = {p for p in PRESETS if p.startswith("paper") and p.endswith("_small")}
+    assert small <= named, f"scripts/reproduce.sh never runs {sorted(small - named)}"
+
+
 @pytest.mark.slow  # a whole small preset: 40 runs, about a minute
 def test_a_small_preset_runs_end_to_end_and_its_report_holds_the_claims_table(tmp_path):
     import subprocess

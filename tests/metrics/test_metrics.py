@@ -121,6 +121,17 @@ def test_agreement_split_by_teacher_correctness():
     assert math.isnan(conditional_agreement(student[:2], teacher[:2], labels[:2], False))
     metrics = similarity_metrics(student, teacher, labels)
     assert metrics["agreement"] + metrics["prediction_disagreement"] == pytest.approx(1.0)
+    assert metrics["agreement_incorrect_minus_correct"] == pytest.approx(0.0)
+    # a student that copies the teacher's mistakes only: A_incorrect 1, A_correct 0
+    copier = torch.eye(3)[[1, 0, 0, 1]] * 5
+    assert similarity_metrics(copier, teacher, labels)["agreement_incorrect_minus_correct"] == pytest.approx(1.0)
+    # the paired difference of two students on this metric is Delta_incorrect - Delta_correct
+    kd, control = similarity_metrics(copier, teacher, labels), similarity_metrics(student, teacher, labels)
+    delta_incorrect = kd["agreement_teacher_incorrect"] - control["agreement_teacher_incorrect"]
+    delta_correct = kd["agreement_teacher_correct"] - control["agreement_teacher_correct"]
+    assert kd["agreement_incorrect_minus_correct"] - control["agreement_incorrect_minus_correct"] == pytest.approx(
+        delta_incorrect - delta_correct)
+    assert math.isnan(similarity_metrics(student[:2], teacher[:2], labels[:2])["agreement_incorrect_minus_correct"])
 
 
 # ---- representations ----

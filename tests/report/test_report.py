@@ -267,3 +267,21 @@ def test_correlate_reports_spearman_and_pearson_over_runs_and_over_condition_mea
     assert "Correlations" in (out / "report.md").read_text() and (out / "figures" / "correlation_0.png").is_file()
     assert main([str(tmp_path), "--correlate", "teacher/train/mse_to_bayes", "--no-figures"]) == 2
     assert main([str(tmp_path), "--correlate", "student/test/nope:student/test/auroc", "--no-figures"]) == 2
+
+
+def test_condition_labels_leave_out_missing_settings_and_columns_the_others_determine():
+    from kdrun.report.cli import _condition_labels
+
+    table = pd.DataFrame({
+        "experiment": ["p/moderator"] * 4 + ["p/siddo"],
+        "loss": ["kd", "kd", "rcd", "rcd", "ce"],
+        "loss.alpha": [0.1, 0.9, 0.1, 0.9, np.nan],
+        "loss.temperature": [1.0, 1.0, 1.0, 1.0, np.nan],
+    })
+    labels = _condition_labels(table, list(table.columns))
+    assert labels.tolist() == ["loss=kd, loss.alpha=0.1", "loss=kd, loss.alpha=0.9", "loss=rcd, loss.alpha=0.1",
+                               "loss=rcd, loss.alpha=0.9", "loss=ce"]
+    # a column that alone separates two conditions stays, even when one side lacks it
+    only = pd.DataFrame({"loss.temperature": [1.0, np.nan], "seed": [0, 0]})
+    assert _condition_labels(only, ["loss.temperature"]).tolist() == ["loss.temperature=1.0", "all runs"]
+    assert _condition_labels(table, []).unique().tolist() == ["all runs"]
