@@ -24,13 +24,23 @@ case "$paper" in
     sweep "$out/sweep" experiment=paper000/late_switch_small
     sweep "$out/sweep_converse" experiment=paper000/late_switch_small schedule.from=kd schedule.to=ce \
       'hydra.sweeper.params={schedule.at: "0.5", seed: "range(0,10)"}'
+    # claim 5: the underfitting with twice the training, and with half the batch (twice the steps)
+    sweep "$out/sweep_long" experiment=paper000/late_switch_small teacher.epochs=60 student.epochs=60 \
+      'hydra.sweeper.params={schedule.at: "0.0,1.0"}'
+    sweep "$out/sweep_small_batch" experiment=paper000/late_switch_small data.batch_size=32 \
+      'hydra.sweeper.params={schedule.at: "0.0,1.0"}'
     kdrun-report "$out/sweep" --out "$out/report" --title "Paper 000: KD vs one-hot and late switching (small)" \
       --compare schedule.at=0.0 --against schedule.at=1.0 --pair-by seed --phi-color noise \
       --metrics 'student/test/acc,student/test/nll,student/test/agreement'
     # underfitting: KD's train accuracy and phi gaps below the one-hot student's (one-sided, less)
     kdrun-report "$out/sweep" --out "$out/report_underfit" --title "Paper 000: KD underfits (small)" \
       --compare schedule.at=0.0 --against schedule.at=1.0 --pair-by seed --alternative less --no-figures \
-      --metrics 'student/train/acc,student/train/phi_gap_q1_minus_q4,student/test/phi_gap_q1_minus_q4,student/train/phi_gap_q1,student/test/phi_gap_q1,student/train/phi_gap_noisy'
+      --metrics 'student/train/acc,student/train/phi_gap_q1_minus_q4,student/test/phi_gap_q1_minus_q4,student/train/phi_gap_q1,student/test/phi_gap_q1,student/train/phi_gap_noisy,student/test/phi_gap_true_q1_minus_q4'
+    for arm in long small_batch; do
+      kdrun-report "$out/sweep_$arm" --out "$out/report_underfit_$arm" --title "Paper 000: KD underfits, $arm (small)" \
+        --compare schedule.at=0.0 --against schedule.at=1.0 --pair-by seed --alternative less --no-figures \
+        --metrics 'student/train/phi_gap_q1_minus_q4,student/test/phi_gap_q1_minus_q4,student/train/phi_gap_q1'
+    done
     for at in 0.25 0.5 0.75; do
       kdrun-report "$out/sweep" --out "$out/report_switch_$at" --title "Paper 000: one-hot until $at, then KD (small)" \
         --compare "schedule.at=$at" --against schedule.at=1.0 --pair-by seed --no-figures \
@@ -92,6 +102,7 @@ case "$paper" in
     sweep "$out/sweep_siddo" experiment=paper003/siddo_small
     sweep "$out/sweep_moderator_kd_rcd" experiment=paper003/moderator_small
     sweep "$out/sweep_moderator_siddo" experiment=paper003/moderator_siddo_small
+    sweep "$out/sweep_width" experiment=paper003/width_small
     # temperature (claim 6): KD at T = 4 against the same SIDDO students and against KD at T = 1
     sweep "$out/sweep_moderator_t4" experiment=paper003/moderator_small loss=kd \
       'hydra.sweeper.params={loss.temperature: "4.0", loss.alpha: "0.5,0.9"}'
@@ -116,7 +127,10 @@ case "$paper" in
         --no-figures --title "Paper 003: KD (alpha=$alpha) at T=4 vs T=1, moderator teacher (small)" \
         --compare loss.temperature=4.0 "loss.alpha=$alpha" --against loss.temperature=1.0 "loss.alpha=$alpha" loss=kd \
         --pair-by seed --alternative less --metrics 'student/test/acc,student/test/agreement_teacher_correct,student/test/agreement_teacher_incorrect'
-    done ;;
+    done
+    kdrun-report "$out/sweep_width" --out "$out/report_width" --title "Paper 003: KD vs label training by student width (small)" \
+      --compare loss=kd --against loss=ce --pair-by seed \
+      --metrics 'student/test/agreement_teacher_correct,student/test/agreement_teacher_incorrect,student/test/agreement_incorrect_minus_correct,student/test/acc' ;;
   paper004)
     out="$root/paper004"; mkdir -p "$out"
     if [[ ! -f "$out/search/ptloss_epsilon.json" ]]; then

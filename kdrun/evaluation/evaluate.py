@@ -133,8 +133,9 @@ def evaluate(teacher: nn.Module, student: nn.Module, loaders: dict[str, DataLoad
             # input) are left out: metrics.json stays strict JSON and tables read the gap as NaN
             if not math.isnan(value):
                 metrics[f"student/{split}/{name}"] = value
+        true_labels = extra.get("clean_label", labels.numpy())  # the label before any noise flipped it
         for name, value in confidence_deviations(teacher_out.logits.numpy(), student_out.logits.numpy(),
-                                                 extra.get("noise_mask")).items():
+                                                 extra.get("noise_mask"), true_labels).items():
             metrics[f"student/{split}/{name}"] = value
         if teacher_out.features is not None and student_out.features is not None:
             metrics[f"student/{split}/cka"] = linear_cka(student_out.features, teacher_out.features)

@@ -27,6 +27,8 @@ similarity and its asymmetry.
 | student/{split}/rank_disagreement | fraction of rank positions whose class differs (normalised by K) | 003 | |
 | student/{split}/phi_gap_q{1..4} | mean φ_s − φ_t on the teacher's top class (φ = log-odds) in each quarter of the samples by teacher confidence, q1 least confident | 000 | |
 | student/{split}/phi_gap_q1_minus_q4 | q1 − q4: the scatter's shape without the student's overall confidence level; < 0 = low-confidence points underfit more | 000 | |
+| student/{split}/kl_q{1..4} | mean KL(p_t ‖ p_s) in the same quarters (M5: higher where the teacher is unsure) | 000 | |
+| student/{split}/phi_gap_true_{q1,q4,q1_minus_q4} | the φ gap on the true (clean) class, quarters by the teacher's φ on it (M2) | 000 | |
 | student/train/phi_gap_{noisy,clean} | the same on the training samples whose labels label noise flipped / kept | 000 | |
 | {teacher,student}/train/phi_{noisy,clean} | mean φ of the model's own top class on the flipped / kept training samples | 000 | |
 | student/test/cka | linear CKA of penultimate features `model.features(x)`; zoo teachers only | 002 | cka_samples (0 = off) |

@@ -94,16 +94,22 @@ DEVIATION_QUARTILES = 4
 
 
 def confidence_deviations(teacher_logits: np.ndarray, student_logits: np.ndarray,
-                          noise_mask: np.ndarray | None = None) -> dict[str, float]:
-    """Paper 000's M1 and M4 scatters as numbers: the mean of phi_s - phi_t on the teacher's top class,
-    within each quarter of the samples ranked by the teacher's confidence phi_t.
+                          noise_mask: np.ndarray | None = None,
+                          true_labels: np.ndarray | None = None) -> dict[str, float]:
+    """Paper 000's M1, M2, M4 and M5 scatters as numbers, over quarters of the samples ranked by the
+    teacher's confidence (q1 the least confident, q4 the most).
 
-    `phi_gap_q1` is the least-confident quarter and `phi_gap_q4` the most confident; the paper's
-    underfitting of low-confidence points is phi_gap_q1 < 0 and below the other quarters, so
-    `phi_gap_q1_minus_q4` < 0. With a
-    noise mask that flipped some labels (and kept others), `phi_gap_noisy` / `phi_gap_clean` split
-    the samples by it. Ranking is by phi, so ties at a saturated probability still order correctly.
-    Fewer samples than quarters give no values."""
+    - `phi_gap_q1..q4`: the mean of phi_s - phi_t on the teacher's top class (M1). The paper's
+      underfitting of low-confidence points is phi_gap_q1 < 0 and below the other quarters, so
+      `phi_gap_q1_minus_q4` < 0 (the shape of the scatter, free of the student's overall confidence
+      level: a student less confident everywhere shifts every quarter alike).
+    - `kl_q1..q4`: the mean KL(p_t || p_s) in the same quarters (M5: higher on low-confidence points).
+    - with `true_labels`, `phi_gap_true_q1`, `phi_gap_true_q4` and `phi_gap_true_q1_minus_q4`: the same
+      on the true class, ranked by the teacher's phi on it (M2: weaker on test data, the paper says).
+    - with a noise mask that flipped some labels (and kept others), `phi_gap_noisy` / `phi_gap_clean`
+      split the samples by it (M4).
+    Ranking is by phi, so ties at a saturated probability still order correctly. Fewer samples than
+    quarters give no values."""
     teacher_logits, student_logits = np.asarray(teacher_logits), np.asarray(student_logits)
     if teacher_logits.shape != student_logits.shape or teacher_logits.ndim != 2:
         raise ValueError(f"teacher logits {teacher_logits.shape} and student logits {student_logits.shape} "
@@ -113,17 +119,36 @@ def confidence_deviations(teacher_logits: np.ndarray, student_logits: np.ndarray
     teacher_top = teacher_logits.argmax(axis=1)
     teacher_phi = log_odds(teacher_logits, teacher_top)
     gap = log_odds(student_logits, teacher_top) - teacher_phi
-    order = np.argsort(teacher_phi, kind="stable")
-    result = {f"phi_gap_q{quarter + 1}": float(gap[part].mean())
-              for quarter, part in enumerate(np.array_split(order, DEVIATION_QUARTILES))}
-    # the shape of the scatter, free of the student's overall confidence level (a student less
-    # confident everywhere shifts every quarter alike): negative = low-confidence points underfit more
+    quarters = _quarters(teacher_phi)
+    result = _quarter_means("phi_gap", gap, quarters)
     result["phi_gap_q1_minus_q4"] = result["phi_gap_q1"] - result[f"phi_gap_q{DEVIATION_QUARTILES}"]
+    log_t, log_s = log_softmax(teacher_logits), log_softmax(student_logits)
+    result.update(_quarter_means("kl", (np.exp(log_t) * (log_t - log_s)).sum(axis=1), quarters))
+    if true_labels is not None:
+        true_labels = np.asarray(true_labels, dtype=np.int64)
+        if true_labels.shape != (len(gap),):
+            raise ValueError(f"true labels {true_labels.shape} must hold one class per sample ({len(gap)})")
+        teacher_true = log_odds(teacher_logits, true_labels)
+        true_gap = _quarter_means("phi_gap_true", log_odds(student_logits, true_labels) - teacher_true,
+                                  _quarters(teacher_true))
+        last = f"phi_gap_true_q{DEVIATION_QUARTILES}"
+        result.update({"phi_gap_true_q1": true_gap["phi_gap_true_q1"], last: true_gap[last],
+                       "phi_gap_true_q1_minus_q4": true_gap["phi_gap_true_q1"] - true_gap[last]})
     noisy = _both_groups(noise_mask, len(gap))
     if noisy is not None:
         result["phi_gap_noisy"] = float(gap[noisy].mean())
         result["phi_gap_clean"] = float(gap[~noisy].mean())
     return result
+
+
+def _quarters(confidence: np.ndarray) -> list[np.ndarray]:
+    """Sample indices in DEVIATION_QUARTILES groups of rising confidence (the first groups take the
+    remainder, as np.array_split does)."""
+    return np.array_split(np.argsort(confidence, kind="stable"), DEVIATION_QUARTILES)
+
+
+def _quarter_means(name: str, values: np.ndarray, quarters: list[np.ndarray]) -> dict[str, float]:
+    return {f"{name}_q{index + 1}": float(values[part].mean()) for index, part in enumerate(quarters)}
 
 
 def confidence_by_noise(logits: np.ndarray, noise_mask: np.ndarray | None) -> dict[str, float]:

@@ -98,11 +98,15 @@ def _require_columns(table: pd.DataFrame, columns: list[str], what: str) -> None
 
 
 def _sort_key(value):
-    """Numbers in numeric order before anything else, then the rest as text."""
+    """Numbers in numeric order before anything else, then the rest as text with its numbers compared
+    as numbers ('epochs=2' before 'epochs=10')."""
     try:
-        return (0, float(value), "")
+        return (0, float(value), ())
     except (TypeError, ValueError):
-        return (1, 0.0, str(value))
+        # re.split with a group alternates text (even places) and numbers (odd places), so the
+        # places of two keys always hold comparable types
+        parts = re.split(r"(\d+(?:\.\d+)?)", str(value))
+        return (1, 0.0, tuple(float(part) if index % 2 else part for index, part in enumerate(parts)))
 
 
 def _label(value) -> str:

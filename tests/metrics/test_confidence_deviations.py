@@ -22,15 +22,17 @@ def test_quarter_gaps_by_hand():
     shift = np.array([0.5, -2.0, 0.0, -1.0, 0.25, 1.0, 0.0, 0.5])
     result = confidence_deviations(two_class_logits(teacher_phi), two_class_logits(teacher_phi + shift))
     # quarters of the ranking by teacher phi: {1, 2}, {3, 4}, {5, 6}, {7, 8}
-    assert result == pytest.approx({"phi_gap_q1": (-2.0 - 1.0) / 2, "phi_gap_q2": (0.25 + 0.0) / 2,
-                                    "phi_gap_q3": (0.5 + 0.5) / 2, "phi_gap_q4": (0.0 + 1.0) / 2,
-                                    "phi_gap_q1_minus_q4": -1.5 - 0.5})
+    gaps = {name: value for name, value in result.items() if name.startswith("phi_gap")}
+    assert gaps == pytest.approx({"phi_gap_q1": (-2.0 - 1.0) / 2, "phi_gap_q2": (0.25 + 0.0) / 2,
+                                  "phi_gap_q3": (0.5 + 0.5) / 2, "phi_gap_q4": (0.0 + 1.0) / 2,
+                                  "phi_gap_q1_minus_q4": -1.5 - 0.5})
 
 
 def test_a_student_equal_to_its_teacher_has_no_gap_and_quarters_follow_the_top_class():
     logits = np.random.default_rng(0).normal(size=(103, 5)) * 3
     result = confidence_deviations(logits, logits.copy())
-    assert set(result) == {"phi_gap_q1", "phi_gap_q2", "phi_gap_q3", "phi_gap_q4", "phi_gap_q1_minus_q4"}
+    assert set(result) == {"phi_gap_q1", "phi_gap_q2", "phi_gap_q3", "phi_gap_q4", "phi_gap_q1_minus_q4",
+                           "kl_q1", "kl_q2", "kl_q3", "kl_q4"}
     assert all(value == pytest.approx(0.0, abs=1e-12) for value in result.values())
     # the gap is taken on the teacher's top class even where the student prefers another class
     student = logits.copy()
@@ -46,8 +48,10 @@ def test_saturated_teacher_still_ranks_and_gives_finite_gaps():
     # float32 softmax gives p = 1 exactly for margins above ~17 nats; phi from the logits does not
     teacher_phi = np.array([20.0, 40.0, 60.0, 80.0])
     result = confidence_deviations(two_class_logits(teacher_phi), two_class_logits(teacher_phi - [1, 2, 3, 4]))
-    assert result == pytest.approx({"phi_gap_q1": -1.0, "phi_gap_q2": -2.0, "phi_gap_q3": -3.0, "phi_gap_q4": -4.0,
-                                    "phi_gap_q1_minus_q4": 3.0})
+    gaps = {name: value for name, value in result.items() if name.startswith("phi_gap")}
+    assert gaps == pytest.approx({"phi_gap_q1": -1.0, "phi_gap_q2": -2.0, "phi_gap_q3": -3.0, "phi_gap_q4": -4.0,
+                                  "phi_gap_q1_minus_q4": 3.0})
+    assert all(math.isfinite(result[f"kl_q{quarter}"]) for quarter in range(1, 5))
 
 
 def test_noise_split_and_each_models_own_confidence():
@@ -62,6 +66,34 @@ def test_noise_split_and_each_models_own_confidence():
     # the model's own top class: a negative phi on class 0 means class 1 is on top, with phi = -phi_0
     flipped = confidence_by_noise(two_class_logits(-teacher_phi), noisy)
     assert flipped == pytest.approx({"phi_noisy": (0.5 + 1.0 + 0.2) / 3, "phi_clean": 5.0})
+
+
+def test_kl_by_quarter_matches_scipy():
+    from scipy.stats import entropy
+
+    rng = np.random.default_rng(3)
+    teacher, student = rng.normal(size=(40, 4)) * 2, rng.normal(size=(40, 4))
+    result = confidence_deviations(teacher, student)
+    p_t = np.exp(teacher) / np.exp(teacher).sum(1, keepdims=True)
+    p_s = np.exp(student) / np.exp(student).sum(1, keepdims=True)
+    kl = entropy(p_t, p_s, axis=1)
+    order = np.argsort(log_odds(teacher, teacher.argmax(1)))
+    for quarter in range(4):
+        assert result[f"kl_q{quarter + 1}"] == pytest.approx(kl[order[10 * quarter: 10 * quarter + 10]].mean())
+
+
+def test_true_class_gaps_rank_by_the_teachers_confidence_on_the_true_class():
+    teacher_phi = np.array([3.0, -2.0, 1.0, -4.0, 0.5, 2.0, -1.0, 4.0])  # phi of class 0, the true class
+    shift = np.array([0.1, -1.0, 0.2, -3.0, 0.0, 0.3, -0.5, 1.0])
+    labels = np.zeros(8, dtype=int)
+    result = confidence_deviations(two_class_logits(teacher_phi), two_class_logits(teacher_phi + shift),
+                                   true_labels=labels)
+    # rising teacher phi on class 0: -4, -2 | -1, 0.5 | 1, 2 | 3, 4
+    assert result["phi_gap_true_q1"] == pytest.approx((-3.0 - 1.0) / 2)
+    assert result["phi_gap_true_q4"] == pytest.approx((0.1 + 1.0) / 2)
+    assert result["phi_gap_true_q1_minus_q4"] == pytest.approx(-2.0 - 0.55)
+    with pytest.raises(ValueError, match=r"true labels \(7,\) must hold one class per sample \(8\)"):
+        confidence_deviations(two_class_logits(teacher_phi), two_class_logits(teacher_phi), true_labels=labels[:7])
 
 
 @pytest.mark.parametrize("mask", [None, np.zeros(8, bool), np.ones(8, bool)])
@@ -91,4 +123,5 @@ def test_a_run_with_label_noise_reports_the_summaries(tmp_path):
         assert math.isfinite(metrics[f"{role}/train/phi_noisy"]) and math.isfinite(metrics[f"{role}/train/phi_clean"])
         assert f"{role}/test/phi_noisy" not in metrics  # the test split has no flipped labels
     assert math.isfinite(metrics["student/train/phi_gap_noisy"])
+    assert math.isfinite(metrics["student/test/kl_q1"]) and math.isfinite(metrics["student/train/phi_gap_true_q1"])
     assert "student/test/phi_gap_noisy" not in metrics

@@ -285,3 +285,11 @@ def test_condition_labels_leave_out_missing_settings_and_columns_the_others_dete
     only = pd.DataFrame({"loss.temperature": [1.0, np.nan], "seed": [0, 0]})
     assert _condition_labels(only, ["loss.temperature"]).tolist() == ["loss.temperature=1.0", "all runs"]
     assert _condition_labels(table, []).unique().tolist() == ["all runs"]
+
+
+def test_condition_order_compares_the_numbers_inside_labels_as_numbers():
+    from kdrun.report.plots import _sort_key
+
+    labels = ["teacher.epochs=10", "teacher.epochs=2", "loss=kd", "teacher.epochs=1.5", 0.5, "teacher.epochs=50"]
+    assert sorted(labels, key=_sort_key) == [0.5, "loss=kd", "teacher.epochs=1.5", "teacher.epochs=2",
+                                             "teacher.epochs=10", "teacher.epochs=50"]
