@@ -142,6 +142,12 @@ case "$paper" in
     sweep "$out/sweep_ptloss" experiment=paper004/ptloss_synthetic_small loss=ptloss \
       "loss.epsilon_file=$(cd "$out/search" && pwd)/ptloss_epsilon.json" 'hydra.sweeper.params={seed: "range(0,10)"}'
     sweep "$out/sweep_teacher_quality" experiment=paper004/teacher_quality_small
+    # searched against random coefficients (Fig. 4b): the searched epsilon joins the preset's five random ones
+    searched=$(python -c "import json, sys; e = json.load(open(sys.argv[1]))['epsilon']; print('[' + ','.join(map(repr, e)) + ']')" \
+      "$out/search/ptloss_epsilon.json")
+    random_epsilon=("[6.007,1.968]" "[-0.549,-0.818]" "[7.946,9.04]" "[5.673,7.024]" "[4.98,9.286]")
+    sweep "$out/sweep_random_epsilon" experiment=paper004/random_epsilon_small \
+      "hydra.sweeper.params={loss.epsilon: \"$searched,$(IFS=,; echo "${random_epsilon[*]}")\"}"
     # the same with an overfit, overconfident teacher (50 epochs): its own search, then KL against PTLoss
     if [[ ! -f "$out/search_overfit/ptloss_epsilon.json" ]]; then
       echo "== kdrun-ptloss-search -> $out/search_overfit"
@@ -162,6 +168,12 @@ case "$paper" in
     kdrun-report "$out/sweep_overfit" --out "$out/report_overfit" --no-figures \
       --title "Paper 004: PTLoss vs KL, overfit teacher (small)" --compare loss=ptloss --against loss=kl --pair-by seed \
       --metrics 'student/test/acc,student/test/nll,student/test/mse_to_bayes'
+    for index in "${!random_epsilon[@]}"; do
+      kdrun-report "$out/sweep_random_epsilon" --out "$out/report_searched_vs_random_$index" --no-figures \
+        --title "Paper 004: searched epsilon vs random ${random_epsilon[$index]} (small)" \
+        --compare "loss.epsilon=$searched" --against "loss.epsilon=${random_epsilon[$index]}" --pair-by seed \
+        --metrics 'student/test/acc,student/test/nll,student/test/mse_to_bayes'
+    done
     kdrun-report "$out/sweep_teacher_quality" --out "$out/report_teacher_quality" \
       --title "Paper 004: teacher distance to p* and student accuracy (small)" \
       --metrics 'teacher/test/mse_to_bayes,teacher/test/acc,student/test/acc,student/test/mse_to_bayes' \
