@@ -15,6 +15,19 @@ PRESETS = sorted(str(p.relative_to(config_dir() / "experiment").with_suffix(""))
                  for p in (config_dir() / "experiment").rglob("*.yaml"))
 
 
+def top_level_items(text: str) -> list[str]:
+    """A sweep's values split at the commas outside brackets: '[1,2],[3,4]' -> ['[1,2]', '[3,4]']."""
+    items, depth, current = [], 0, ""
+    for character in text:
+        depth += {"[": 1, "(": 1, "]": -1, ")": -1}.get(character, 0)
+        if character == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += character
+    return [*items, current]
+
+
 def sweep_jobs(params: dict, keep: int = 2) -> list[list[str]]:
     """The sweep's override combinations, each value list cut to its first `keep` entries and the
     seeds to one (they cannot make a job invalid)."""
@@ -31,7 +44,7 @@ def sweep_jobs(params: dict, keep: int = 2) -> list[list[str]]:
         elif text.startswith(("tag(", "interval(", "choice(")):
             continue  # Optuna search spaces: not a grid
         else:
-            options = text.split(",")
+            options = top_level_items(text)
         choices.append([f"{key}={value}" for value in options[:keep_here]])
     return [list(combo) for combo in itertools.product(*choices)]
 
