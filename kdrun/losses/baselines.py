@@ -17,7 +17,7 @@ from kdrun.errors import ConfigError
 from kdrun.config.checks import check_flag, check_number, check_unit_interval
 from kdrun.losses.interface import DistillationLoss, LabelLoss, Loss
 from kdrun.losses.registry import build_loss, register_loss
-from kdrun.losses import functional as F
+import kdrun.losses.functional as F
 
 
 @register_loss("label_smoothed_teacher")

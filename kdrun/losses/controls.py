@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from kdrun.losses import functional as F
+import kdrun.losses.functional as F
 from kdrun.losses.interface import LabelLoss
 from kdrun.losses.mixture import TemperedMixture
 from kdrun.losses.registry import register_loss

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from kdrun.losses import functional as F
+import kdrun.losses.functional as F
 from kdrun.losses.interface import DistillationLoss
 from kdrun.losses.mixture import LabelMixture, TemperedMixture
 from kdrun.losses.registry import register_loss

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from kdrun.config.checks import check_choice, check_number, check_whole_number
 from kdrun.errors import ConfigError
-from kdrun.losses import functional as F
+import kdrun.losses.functional as F
 from kdrun.losses.feature_taps import FeatureMatcher
 from kdrun.losses.interface import FeatureLoss
 from kdrun.losses.registry import register_loss

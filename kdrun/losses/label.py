@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from kdrun.losses import functional as F
+import kdrun.losses.functional as F
 from kdrun.config.checks import check_unit_interval
 from kdrun.losses.interface import LabelLoss
 from kdrun.losses.registry import register_loss

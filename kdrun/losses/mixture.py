@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kdrun.config.checks import check_flag, check_number, check_unit_interval
-from kdrun.losses import functional as F
+import kdrun.losses.functional as F
 
 
 @dataclass

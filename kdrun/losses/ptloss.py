@@ -12,7 +12,7 @@ from kdrun.errors import ConfigError
 from kdrun.config.checks import check_number, check_whole_number
 from kdrun.losses.interface import DistillationLoss
 from kdrun.losses.registry import register_loss
-from kdrun.losses import functional as F
+import kdrun.losses.functional as F
 
 
 @register_loss("ptloss")

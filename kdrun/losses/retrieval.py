@@ -12,7 +12,7 @@ from typing import ClassVar
 from kdrun.config.checks import check_choice, check_flag, check_number, check_whole_number
 from kdrun.losses.interface import DistillationLoss, Loss
 from kdrun.losses.registry import register_loss
-from kdrun.losses import functional as F
+import kdrun.losses.functional as F
 
 
 def _check_negative_weights(loss, where: str) -> None:

@@ -1,7 +1,7 @@
 """Loss formulas as pure functions of tensors: no configs, no training loop, no data.
 
 One module per family of objectives; everything public is re-exported here, so callers write
-`from kdrun.losses import functional as F` and `F.kd_loss(...)`. Shapes: logits (B, K),
+`import kdrun.losses.functional as F` and `F.kd_loss(...)`. Shapes: logits (B, K),
 integer targets (B,); functions return the batch mean unless they say otherwise.
 
 - `kd`: cross-entropy, KL at temperature, the alpha-mix, soft cross-entropy, hard teacher
