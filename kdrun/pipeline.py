@@ -25,7 +25,7 @@ from kdrun.data.datamodule import DataSplits
 from kdrun.data.in_memory import use_fast_path
 from kdrun.errors import ConfigError
 from kdrun.engine.distributed import check_distributed_support, process_rank, training_world_size
-from kdrun.engine.identities import student_identity, teacher_reference
+from kdrun.engine.identities import cache_mode, student_identity, teacher_reference
 from kdrun.teachers.identity import teacher_owner
 from kdrun.engine.loggers import close_logger, is_wandb, log_run_figures
 from kdrun.engine.loss_schedule import LossSchedule
@@ -35,6 +35,7 @@ from kdrun.engine.stages import Stage, StageResult, train_stage
 from kdrun.engine.trainer import quiet_framework_chatter, trainer_arguments
 from kdrun.evaluation.evaluate import bayes_metrics, evaluate
 from kdrun.evaluation.per_sample_csv import write_per_sample_csv
+from kdrun.evaluation.text_samples import write_samples
 from kdrun.losses.feature_taps import check_feature_layers
 from kdrun.models import build_model, count_parameters
 from kdrun.teachers.cached_outputs import TeacherOutputs, check_cache_config, teacher_outputs
@@ -82,7 +83,7 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
     with _timed(times, "evaluate/wall_time_s"):
         metrics = evaluate_run(plan, teacher, output_dir)
     metrics.update({f"student/{key}": value for key, value in student.metrics.items() if key.startswith("val/")})
-    metrics.update(run_record(plan, teacher, cached, student))
+    metrics.update(run_record(cfg, plan, teacher, cached, student))
     metrics.update({**times, "wall_time_s": time.perf_counter() - started})
     write_outputs(cfg, plan, metrics, output_dir, student.logger)
     return metrics
@@ -94,6 +95,7 @@ def preflight(cfg: DictConfig, output_dir: Path) -> RunPlan:
     check_distributed_support(cfg)  # e.g. DDP inside a basic-launcher sweep
     splits = DataSplits.build(cfg.data, checked.seeds)
     splits.world_size = training_world_size(cfg.trainer)  # step budgets count one rank's batches
+    check_vocabulary(cfg, splits)
     trains_teacher = not cfg.teacher.get("oracle") and cfg.teacher.checkpoint is None
     teacher_budget = teacher_plan(cfg, splits) if trains_teacher else None
     for stage in ("teacher", "student") if trains_teacher else ("student",):
@@ -108,10 +110,37 @@ def preflight(cfg: DictConfig, output_dir: Path) -> RunPlan:
         TeacherStore(cfg.teacher.store).check_writable(owner.digest)
     student, cache_outputs = plan_student(cfg, checked, splits, teacher_reference(cfg, owner, ready), output_dir)
     check_feature_layers(student.schedule.losses, student.model, teacher_architecture)
+    if splits.source.task == "next_token":
+        for role, model in (("teacher", teacher_architecture), ("student", student.model)):
+            if model is not None and getattr(model, "input_dtype", None) != torch.long:
+                raise ConfigError(f"{role}.model.name={cfg[role].model.name} does not read token ids, but "
+                                  f"data.source={cfg.data.source} gives next-token windows; allowed: a language model "
+                                  f"(gpt, nano_gpt, pico_gpt, micro_gpt)")
+        # a prompt the vocabulary cannot spell fails now, not after training
+        for index, prompt in enumerate(checked.evaluation.sample_prompts):
+            try:
+                splits.source.tokenizer.encode(prompt)
+            except ConfigError as error:
+                raise ConfigError(f"evaluation.sample_prompts[{index}]={prompt!r}: {error}") from None
     resume = plan_resume(output_dir, {"teacher": owner, "student": student.owner}, cfg.get("resume", "auto"))
     student.resume = resume["student"]
     return RunPlan(checked, splits, teacher_budget, student, use_fast_path(cfg.data, splits), cache_outputs, owner,
                    ready, resume, _run_group(output_dir))
+
+
+def check_vocabulary(cfg, splits: DataSplits) -> None:
+    """A language model's teacher and student predict the source's tokens: both output its vocabulary."""
+    if splits.source.task != "next_token":
+        return
+    for role in ("teacher", "student"):
+        if cfg[role].get("oracle") or "model" not in cfg[role]:
+            continue
+        classes = cfg[role].model.get("num_classes")
+        if classes != splits.num_classes:
+            raise ConfigError(
+                f"{role}.model.num_classes={classes} but data.source={cfg.data.source} has a vocabulary of "
+                f"{splits.num_classes} tokens (data.tokenizer={cfg.data.get('tokenizer', 'char')}); teacher and student "
+                f"share the source's tokenizer; allowed: {splits.num_classes} (${{data.num_classes}})")
 
 
 def plan_student(cfg, checked: CheckedConfig, splits: DataSplits, teacher: dict,
@@ -128,7 +157,7 @@ def plan_student(cfg, checked: CheckedConfig, splits: DataSplits, teacher: dict,
             raise ConfigError(
                 f"data.split=distill4 withholds labels from the student, but loss {', '.join(needing)} uses them; "
                 f"allowed: losses without a label term (e.g. loss=kd loss.alpha=1.0)")
-    cache_outputs = check_cache_config(cfg, schedule)  # teacher.cache_outputs=true where it cannot apply fails
+    cache_outputs = check_cache_config(cfg, schedule, splits)  # cache_outputs=true where it cannot apply fails
     torch.manual_seed(student_init_seed(cfg, checked.seeds))
     model = build_model(cfg.student.model, splits.source.input_shape, role="student")
     analysis = analysis_callbacks(cfg, splits, model, output_dir, budget.total_steps, checked.analysis)
@@ -160,18 +189,34 @@ def evaluate_run(plan: RunPlan, teacher: TeacherResult, output_dir: Path) -> dic
     """Teacher and student on the whole splits: metrics, predictions.npz and per_sample.csv."""
     splits = plan.splits
     loaders = {"train": splits.loader("train", splits.student_indices), "test": splits.loader("test")}
-    per_sample = {"train": {"clean_label": splits.source.train.targets, "noise_mask": splits.noise_mask}}
+    source = splits.source
+    per_sample = {"train": {"clean_label": source.train.targets, "noise_mask": splits.noise_mask}}
+    if source.task == "next_token":  # windows: no class label to clean, no label noise
+        per_sample = {split: {"probe_mask": mask} for split, mask in (source.probe_masks or {}).items()}
     for split in ("train", "test"):
-        probs = getattr(splits.source, split).oracle_probs
+        probs = source.split(split).oracle_probs
         if probs is not None:  # synthetic sources: p*(y|x) beside each sample's logits
             per_sample.setdefault(split, {})["oracle_probs"] = probs
-    metrics = evaluate(teacher.model, plan.student.model, loaders, output_dir, per_sample, plan.checked.evaluation)
+    metrics = evaluate(teacher.model, plan.student.model, loaders, output_dir, per_sample, plan.checked.evaluation,
+                       probe_tokens(source))
     metrics.update(bayes_metrics(splits, plan.checked.evaluation))
     write_per_sample_csv(output_dir)
+    if source.task == "next_token" and plan.checked.evaluation.sample_tokens > 0:
+        write_samples(output_dir, {"teacher": teacher.model, "student": plan.student.model}, source,
+                      plan.checked.evaluation, plan.checked.seeds.init)
     return metrics
 
 
-def run_record(plan: RunPlan, teacher: TeacherResult, cached: TeacherOutputs | None, student: StageResult) -> dict:
+def probe_tokens(source) -> tuple[int, int] | None:
+    """(expected, adversarial) token ids of a text source's completion probe (data.corruption), else None."""
+    if source.probe is None or source.probe_masks is None:
+        return None
+    return tuple(source.tokenizer.encode(character)[0] for character in (source.probe.expected,
+                                                                          source.probe.adversarial))
+
+
+def run_record(cfg, plan: RunPlan, teacher: TeacherResult, cached: TeacherOutputs | None,
+               student: StageResult) -> dict:
     """What the run was: sizes, sources, modes, seeds and checksums (metrics.json beside the metrics)."""
     splits, seeds = plan.splits, plan.checked.seeds
     return {
@@ -183,7 +228,7 @@ def run_record(plan: RunPlan, teacher: TeacherResult, cached: TeacherOutputs | N
         "student/params": count_parameters(plan.student.model),
         "teacher/source": teacher.source,
         "teacher/key": teacher.key,
-        "teacher/outputs": "cached" if cached else "online",
+        "teacher/outputs": cache_mode(cfg, cached is not None),  # cached, cached float16, cached top-8 ...
         "teacher/outputs_cache": cached.where if cached else None,
         "teacher/outputs_computed": bool(cached and cached.computed),
         "teacher/precision": plan.student.teacher_precision,

@@ -1,6 +1,6 @@
 """Where kdrun's users spend time, as ratios measured in one run (medians of repeats).
 
-    python scripts/benchmark.py [--quick] [--repeats N] [--workload digits|cifar|all]
+    python scripts/benchmark.py [--quick] [--repeats N] [--workload digits|cifar|lm|all]
 
 Per workload:
 (a) student training throughput: kdrun (its Lightning module, data path and Trainer, online teacher)
@@ -18,6 +18,9 @@ Workloads: `digits` is the default run (CNN teacher, MLP student, batch 64): a s
 few milliseconds, so fixed per-step costs show. `cifar` is the papers' usual setting in CIFAR-10's
 on-disk format (random images written to a temporary folder, read by torchvision's loader): ResNet-56
 teacher, ResNet-20 student, batch 64, where the models' arithmetic dominates as it does in research runs.
+`lm` is character-level language-model distillation on the embedded corpus (64-token windows, micro-GPT
+teacher and student, batch 64): (a) counts tokens per second, (b) is KD from cached per-token teacher
+logits against CE, and the hand-written loop flattens the positions as any language-model loop does.
 Timings on a shared machine are noisy; every ratio compares numbers taken in the same run,
 with the two sides interleaved repeat by repeat.
 """
@@ -105,6 +108,10 @@ def workloads(workdir: Path, quick: bool) -> dict[str, Workload]:
             "cifar", f"CIFAR-10 format ({images} random images), teacher resnet56, student resnet20, batch 64",
             ["loss=kd", "data=cifar10", f"data.root={write_cifar10(workdir / 'cifar', images, 128)}",
              "data.verify_checksums=false", "data.augment=none", "teacher=resnet56", "student=resnet20"]),
+        "lm": Workload(
+            "lm", "embedded text, 64-token windows, teacher and student micro_gpt, batch 64",
+            ["loss=kd", "data=pydoc_topics", f"data.max_chars={60000 if quick else 120000}", "data.block_size=64",
+             "teacher=micro_gpt", "student=micro_gpt"]),
     }
 
 
@@ -129,6 +136,7 @@ def PlainModule(student, teacher, schedule, optimizer_cfg):
     import torch
 
     from kdrun.engine.recipes import build_optimizer
+    from kdrun.losses.positions import per_position
 
     class Plain(L.LightningModule):
         def __init__(self):
@@ -140,7 +148,7 @@ def PlainModule(student, teacher, schedule, optimizer_cfg):
             logits = self.student(x)
             with torch.inference_mode():
                 teacher_logits = self.teacher(x)
-            loss, _, _ = schedule(self.global_step, logits, teacher_logits.clone(), batch)
+            loss, _, _ = schedule(self.global_step, *per_position(logits, teacher_logits.clone(), batch))
             return loss
 
         def configure_optimizers(self):
@@ -173,7 +181,10 @@ class Setup:
         steps = self.splits.steps_per_epoch("student", self.batch_size) * epochs
         self.kd_schedule = build_schedule(self.cfg.schedule, self.cfg.loss, steps)
         self.ce_schedule = build_schedule(self.ce_schedule_cfg.schedule, self.ce_schedule_cfg.loss, steps)
-        self.samples = len(self.splits.student_indices) * epochs
+        # what (a) counts: samples, or the token positions of a language model's windows
+        positions = shape[0] if self.splits.source.task == "next_token" else 1
+        self.samples = len(self.splits.student_indices) * epochs * positions
+        self.unit = "tokens" if positions > 1 else "samples"
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def data(self):
@@ -214,6 +225,7 @@ class Setup:
         import torch
 
         from kdrun.engine.recipes import build_optimizer
+        from kdrun.losses.positions import per_position
 
         schedule = schedule or self.kd_schedule
         torch.manual_seed(1)
@@ -237,7 +249,7 @@ class Setup:
                     else:
                         with torch.inference_mode():
                             teacher_logits = self.teacher(x).clone()
-                loss, _, _ = schedule(step, logits, teacher_logits, (x, y, index))
+                loss, _, _ = schedule(step, *per_position(logits, teacher_logits, (x, y, index)))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -302,9 +314,11 @@ def measure_workload(workload: Workload, workdir: Path, epochs: int, repeats: in
           f"{len(setup.splits.student_indices)} samples; a hand-written step takes {step_ms:.1f} ms")
     return [
         ("(a) kdrun / hand-written loop, student throughput", throughput["kdrun_online"] / throughput["hand_loop"],
-         ">= 0.9", f"{throughput['kdrun_online']:.0f} vs {throughput['hand_loop']:.0f} samples/s"),
+         ">= 0.9", f"{throughput['kdrun_online']:.0f} vs {throughput['hand_loop']:.0f} {setup.unit}/s"),
         ("    plain LightningModule / hand-written loop", throughput["plain_lightning"] / throughput["hand_loop"],
-         "", f"{throughput['plain_lightning']:.0f} samples/s: Lightning's own per-step cost"),
+         "", f"{throughput['plain_lightning']:.0f} {setup.unit}/s: Lightning's own per-step cost"),
+        ("    KD from cached teacher / online teacher, kdrun", throughput["kd_cached"] / throughput["kdrun_online"],
+         "", f"{throughput['kd_cached']:.0f} vs {throughput['kdrun_online']:.0f} {setup.unit}/s"),
         ("(b) KD epoch (cached teacher) / CE epoch", medians["kd_cached"] / medians["ce_plain"], "<= 1.05",
          f"{medians['kd_cached'] / epochs:.3f} s vs {medians['ce_plain'] / epochs:.3f} s per epoch"),
         ("    the same two epochs written by hand", medians["hand_kd_cached"] / medians["hand_ce"], "",
@@ -356,13 +370,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer epochs, images and students")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per timing (default 5, quick 3)")
-    parser.add_argument("--workload", choices=("digits", "cifar", "all"), default="all",
+    parser.add_argument("--workload", choices=("digits", "cifar", "lm", "all"), default="all",
                         help="which workload's (a) and (b) to measure (default all)")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 5)
     epochs, students = (2, 4) if args.quick else (4, 8)  # of the kdrun runs in (c)
     # epochs per timed fit: digits epochs take ~0.05 s, so several make each timing long enough to be stable
-    fit_epochs = {"digits": 4 if args.quick else 12, "cifar": 1}
+    fit_epochs = {"digits": 4 if args.quick else 12, "cifar": 1, "lm": 1}
     logging.getLogger("kdrun").setLevel(logging.WARNING)
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -374,7 +388,7 @@ def main() -> None:
     print(f"command: python scripts/benchmark.py{' --quick' if args.quick else ''} --repeats {repeats} "
           f"--workload {args.workload}")
 
-    chosen = ("digits", "cifar") if args.workload == "all" else (args.workload,)
+    chosen = ("digits", "cifar", "lm") if args.workload == "all" else (args.workload,)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         available = workloads(workdir, args.quick)

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Run a paper's small reproduction sweep and report on it (docs/reproductions.md discusses the results).
 # Usage: scripts/reproduce.sh PAPER [OUTPUT_DIR]
-#   PAPER: paper000 | paper001 | paper002 | paper003 | paper004 | all
+#   PAPER: paper000 | paper001 | paper002 | paper003 | paper003_text | paper004 | all
 #   OUTPUT_DIR: default outputs/reproductions; each paper writes OUTPUT_DIR/PAPER/{sweep*,report*}
 # The full-scale presets are the same names without `_small` (configs/experiment/PAPER/), meant
 # for a cluster: kdrun experiment=paper002/kappa_sweep hydra/launcher=slurm
 set -euo pipefail
-paper="${1:?usage: scripts/reproduce.sh paper000|paper001|paper002|paper003|paper004|all [OUTPUT_DIR]}"
+paper="${1:?usage: scripts/reproduce.sh paper000|paper001|paper002|paper003|paper003_text|paper004|all [OUTPUT_DIR]}"
 root="${2:-outputs/reproductions}"
 export KDRUN_OUTPUT_ROOT="${KDRUN_OUTPUT_ROOT:-$root}"   # the teacher store lives here too
 quiet=(trainer.enable_progress_bar=false)
@@ -71,6 +71,11 @@ case "$paper" in
     # hard teacher labels: the teacher fits its N samples, so for kappa <= 1 its argmax is the label
     sweep "$out/sweep_hard" experiment=paper002/kappa_sweep_small loss=kd_hard \
       'hydra.sweeper.params={data.kappa: "0.05,0.1", seed: "range(0,10)"}'
+    # claim 12: kappa* against the student's size (CNN students of width 0.25, 0.5, 1; the teacher is width 1)
+    sweep "$out/sweep_student_size" experiment=paper002/student_size_small
+    kdrun-report "$out/sweep_student_size" --out "$out/report_student_size" \
+      --title "Paper 002: KD vs label training over kappa, by student width (small)" \
+      --compare loss=kl --against loss=ce --pair-by seed --metrics 'student/test/acc,student/test/nll'
     kdrun-report "$out/sweep" --out "$out/report" --title "Paper 002: KD vs label training over kappa (small)" \
       --compare loss=kl --against loss=ce --pair-by seed \
       --metrics 'student/test/acc,student/test/nll,student/test/agreement,student/train/agreement,student/test/cka' \
@@ -131,6 +136,23 @@ case "$paper" in
     kdrun-report "$out/sweep_width" --out "$out/report_width" --title "Paper 003: KD vs label training by student width (small)" \
       --compare loss=kd --against loss=ce --pair-by seed \
       --metrics 'student/test/agreement_teacher_correct,student/test/agreement_teacher_incorrect,student/test/agreement_incorrect_minus_correct,student/test/acc' ;;
+  paper003_text)
+    # paper 003's adversarial "the" -> "tha" teacher, on the embedded corpus with micro-GPTs
+    out="$root/paper003_text"; mkdir -p "$out"
+    sweep "$out/sweep_kd_rcd" experiment=paper003/tinyshakespeare_adversarial_small
+    sweep "$out/sweep_siddo" experiment=paper003/tinyshakespeare_adversarial_siddo_small
+    probe='student/test/probe_adversarial_rate,student/test/probe_adversarial_prob,student/test/probe_expected_rate,student/test/acc,student/test/agreement'
+    kdrun-report "$out/sweep_kd_rcd" "$out/sweep_siddo" --out "$out/report" \
+      --title "Paper 003: adversarial transfer, KD vs RCD (small, text)" --compare loss=kd --against loss=rcd \
+      --pair-by seed --metrics "$probe"
+    for alpha in 0.1 0.5 0.9; do
+      kdrun-report "$out/sweep_kd_rcd" "$out/sweep_siddo" --out "$out/report_kd${alpha}_vs_siddo" --no-figures \
+        --title "Paper 003: adversarial transfer, KD (alpha=$alpha) vs SIDDO (small, text)" \
+        --compare loss=kd "loss.alpha=$alpha" --against loss=ce --pair-by seed --metrics "$probe"
+      kdrun-report "$out/sweep_kd_rcd" "$out/sweep_siddo" --out "$out/report_rcd${alpha}_vs_siddo" --no-figures \
+        --title "Paper 003: RCD (alpha=$alpha) vs SIDDO (small, text)" --alternative two-sided \
+        --compare loss=rcd "loss.alpha=$alpha" --against loss=ce --pair-by seed --metrics "$probe"
+    done ;;
   paper004)
     out="$root/paper004"; mkdir -p "$out"
     if [[ ! -f "$out/search/ptloss_epsilon.json" ]]; then
@@ -148,6 +170,26 @@ case "$paper" in
     random_epsilon=("[6.007,1.968]" "[-0.549,-0.818]" "[7.946,9.04]" "[5.673,7.024]" "[4.98,9.286]")
     sweep "$out/sweep_random_epsilon" experiment=paper004/random_epsilon_small \
       "hydra.sweeper.params={loss.epsilon: \"$searched,$(IFS=,; echo "${random_epsilon[*]}")\"}"
+    # the same at orders M = 1 and 3 (Fig. 4b: does the searched-random gap widen with M?): the search's
+    # best candidate of that order against five epsilon drawn as the preset's (default_rng(0), U[-1, 10]^M)
+    declare -A random_by_order=(
+      [1]="[6.007] [1.968] [-0.549] [-0.818] [7.946]"
+      [3]="[6.007,1.968,-0.549] [-0.818,7.946,9.04] [5.673,7.024,4.98] [9.286,7.974,-0.97] [8.431,-0.631,7.026]")
+    for order in 1 3; do
+      best_of_order=$(python -c "import csv, json, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1])) if r['order'] == sys.argv[2] and r['converged'] == 'True']
+print('[' + ','.join(map(repr, json.loads(min(rows, key=lambda r: float(r['score']))['epsilon']))) + ']')" \
+        "$out/search/candidates.csv" "$order")
+      read -r -a drawn <<< "${random_by_order[$order]}"
+      sweep "$out/sweep_random_epsilon_m$order" experiment=paper004/random_epsilon_small \
+        "hydra.sweeper.params={loss.epsilon: \"$best_of_order,$(IFS=,; echo "${drawn[*]}")\"}"
+      for index in "${!drawn[@]}"; do
+        kdrun-report "$out/sweep_random_epsilon_m$order" --out "$out/report_m${order}_searched_vs_random_$index" \
+          --no-figures --title "Paper 004: searched epsilon (M = $order) vs random ${drawn[$index]} (small)" \
+          --compare "loss.epsilon=$best_of_order" --against "loss.epsilon=${drawn[$index]}" --pair-by seed \
+          --metrics 'student/test/acc,student/test/nll,student/test/mse_to_bayes'
+      done
+    done
     # the same with an overfit, overconfident teacher (50 epochs): its own search, then KL against PTLoss
     if [[ ! -f "$out/search_overfit/ptloss_epsilon.json" ]]; then
       echo "== kdrun-ptloss-search -> $out/search_overfit"
@@ -179,7 +221,7 @@ case "$paper" in
       --metrics 'teacher/test/mse_to_bayes,teacher/test/acc,student/test/acc,student/test/mse_to_bayes' \
       --correlate teacher/test/mse_to_bayes:student/test/acc teacher/test/acc:student/test/acc ;;
   all)
-    for p in paper000 paper001 paper002 paper003 paper004; do "$0" "$p" "$root"; done ;;
+    for p in paper000 paper001 paper002 paper003 paper003_text paper004; do "$0" "$p" "$root"; done ;;
   *)
-    echo "unknown paper '$paper'; allowed: paper000 paper001 paper002 paper003 paper004 all" >&2; exit 2 ;;
+    echo "unknown paper '$paper'; allowed: paper000 paper001 paper002 paper003 paper003_text paper004 all" >&2; exit 2 ;;
 esac

@@ -54,6 +54,21 @@ def test_hand_written_loop_trains_the_student_kdrun_trains(tmp_path):
         assert torch.allclose(value, by_hand[name], atol=1e-4), name
 
 
+def test_language_model_workload_compares_like_with_like(tmp_path):
+    """The lm workload: kdrun and the hand-written loop train the same GPT student on the same windows,
+    and (a) counts tokens."""
+    benchmark = load_benchmark()
+    overrides = benchmark.workloads(tmp_path, quick=True)["lm"].overrides
+    setup = benchmark.Setup(tmp_path, epochs=1, overrides=[*overrides, "data.max_chars=8000"])
+    assert setup.splits.source.task == "next_token" and setup.unit == "tokens"
+    assert setup.samples == len(setup.splits.student_indices) * 64
+    setup.hand_loop()
+    by_hand = weights(setup.last_student)
+    setup.kdrun_fit(setup.kd_schedule)
+    for name, value in weights(setup.last_student).items():
+        assert torch.allclose(value, by_hand[name], atol=1e-5), name
+
+
 def test_cifar_workload_files_read_as_cifar10(tmp_path):
     benchmark = load_benchmark()
     from kdrun.data.datamodule import DataSplits

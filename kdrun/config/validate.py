@@ -112,6 +112,8 @@ def _check_classes(cfg) -> None:
             f"teacher.model.num_classes={teacher_classes} differs from student.model.num_classes={student_classes}; "
             f"both must equal the data's {data_classes} classes"
         )
+    if data_classes is None:  # a text source fills in its vocabulary size; preflight compares it then
+        return
     if teacher_classes != data_classes:
         raise ConfigError(
             f"teacher and student have {teacher_classes} classes but data.source={cfg.data.source!r} has "

@@ -99,9 +99,12 @@ class DataSplits:
             source.train.targets, source.num_classes, noise.get("kind", "none"), noise.get("fraction", 0.0),
             noise.get("seed", 0), noise.get("mapping"))
         preset = cfg.get("split", "standard")
+        if source.task == "next_token":
+            check_language_model_data(cfg, source)
         if preset == "standard":
             teacher, student = kappa_subsets(
-                source.train.targets, source.num_classes,
+                # a window has no class: "at least one sample per class" means one window
+                source.train.targets, source.num_classes if source.task == "classification" else 1,
                 teacher_size=cfg.teacher_size, kappa=cfg.kappa, student_size=cfg.student_size,
                 pool_seed=cfg.pool_seed, subset_seed=seeds.subset, stratified=cfg.stratified,
             )
@@ -125,10 +128,10 @@ class DataSplits:
         `augment` selects the training transform; the training pool yields the labels trained on
         (after label noise) unless `labels` replaces them. `batch_size` defaults to data.batch_size.
         `shard=(rank, world_size)` keeps one DDP rank's share, padded to equal shares iff `pad`."""
-        if labels is None and split == "train":
+        if labels is None and split in ("train", "teacher_train") and self.source.task == "classification":
             labels = self.train_labels
         transform = self.train_transform if augment else self.eval_transform
-        dataset: Dataset = IndexedDataset(getattr(self.source, split).dataset, transform, labels)
+        dataset: Dataset = IndexedDataset(self.source.split(split).dataset, transform, labels)
         if indices is not None:
             dataset = Subset(dataset, indices.tolist())
         rank, replicas = shard or (0, 1)
@@ -144,7 +147,8 @@ class DataSplits:
                         drop_last: bool = False, shard: tuple[int, int] | None = None) -> DataLoader:
         """The teacher's or the student's training samples, augmented, in a seeded order."""
         if stage == "teacher":
-            return self.loader("train", self.teacher_indices, order_seed, augment=True, batch_size=batch_size,
+            pool = "teacher_train" if self.source.teacher_train is not None else "train"  # data.corruption
+            return self.loader(pool, self.teacher_indices, order_seed, augment=True, batch_size=batch_size,
                                drop_last=drop_last, shard=shard)
         return self.loader("train", self.student_indices, order_seed, augment=True, labels=self.student_labels(),
                            batch_size=batch_size, drop_last=drop_last, shard=shard)
@@ -163,6 +167,17 @@ class DataSplits:
                                   f"{size} training samples; allowed: batch_size <= {size} or drop_last=false")
             return size // batch_size
         return -(-size // batch_size)  # the last, partial batch is kept
+
+
+def check_language_model_data(cfg, source: SourceSplits) -> None:
+    """What a next-token source cannot do: its samples are windows of one text, without a class to
+    stratify by or a label to flip or withhold."""
+    noise = (cfg.get("label_noise") or {}).get("kind", "none")
+    for key, value, allowed in (("stratified", bool(cfg.get("stratified", False)), False),
+                                ("label_noise.kind", noise, "none"), ("split", cfg.get("split", "standard"), "standard")):
+        if value != allowed:
+            raise ConfigError(f"data.{key}={value} does not apply to data.source={cfg.source} (next-token windows have "
+                              f"no class); allowed: {allowed}")
 
 
 def distill4_partition(targets: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray]:

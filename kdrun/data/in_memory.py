@@ -47,7 +47,7 @@ GATHER_BATCH_SIZE = 1024
 def split_tensors(splits, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y) of a whole split before its transforms: a tensor source's own tensors, or the samples
     of an in-memory image source gathered once per run (uint8, as its loader reads them)."""
-    dataset = getattr(splits.source, split).dataset
+    dataset = splits.source.split(split).dataset
     tensors = tensors_of(dataset)
     if tensors is not None:
         return tensors
@@ -123,7 +123,7 @@ def in_memory_batches(splits, split: str, indices: np.ndarray | None = None, ord
     training transform, which serves here only when it is deterministic (no data.augment)."""
     permutation = permutation or epoch_permutation
     x, y = split_tensors(splits, split)
-    if labels is None and split == "train":
+    if labels is None and split == "train" and splits.source.task == "classification":
         labels = splits.train_labels
     if labels is not None:
         y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
@@ -139,7 +139,8 @@ def training_batches(splits, stage: str, order_seed: int, batch_size: int | None
                      device: torch.device | str = "cpu") -> InMemoryBatches:
     """The in-memory twin of `DataSplits.training_loader`: the stage's samples and labels, shuffled per epoch."""
     if stage == "teacher":
-        return in_memory_batches(splits, "train", splits.teacher_indices, order_seed, augment=True,
+        pool = "teacher_train" if splits.source.teacher_train is not None else "train"  # data.corruption
+        return in_memory_batches(splits, pool, splits.teacher_indices, order_seed, augment=True,
                                  batch_size=batch_size, drop_last=drop_last, device=device)
     return in_memory_batches(splits, "train", splits.student_indices, order_seed, augment=True,
                              labels=splits.student_labels(), batch_size=batch_size, drop_last=drop_last, device=device)

@@ -48,6 +48,20 @@ class SourceSplits:
     # The closed form of p*(y|x) as a function of a batch of inputs (n, *input_shape) -> (n, classes),
     # for sources that have one: oracle (Bayes) teachers call it on any input, not only stored samples.
     bayes_probs: Callable[[np.ndarray], np.ndarray] | None = None
+    # "classification": one class per sample; "next_token": a sample is a window of tokens (kdrun.data.text),
+    # its label the window shifted by one, and num_classes the vocabulary of `tokenizer`, shared by both models
+    task: str = "classification"
+    tokenizer: object | None = None
+    # the training pool as the teacher reads it, where that differs (data.corruption); same samples, same indices
+    teacher_train: Split | None = None
+    probe: object | None = None  # kdrun.data.text.ProbeSpec: where data.corruption shows in clean text
+    probe_masks: dict[str, np.ndarray] | None = None  # per split: (windows, block_size) probe positions
+
+    def split(self, name: str) -> Split:
+        """A split by name; `teacher_train` is the teacher's view of the training pool (the pool itself if the same)."""
+        if name == "teacher_train":
+            return self.teacher_train or self.train
+        return getattr(self, name)
 
 
 def subset_split(split: Split, indices: np.ndarray) -> Split:

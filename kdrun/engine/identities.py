@@ -47,7 +47,16 @@ def student_identity(cfg: DictConfig, splits, seeds, teacher: dict, cache_output
         "loss": OmegaConf.to_container(cfg.loss, resolve=True),
         "schedule": OmegaConf.to_container(cfg.schedule, resolve=True),
         "teacher": {**teacher, "precision": cfg.teacher.get("precision", "float32")},  # teacher_reference
-        "teacher_outputs": "cached" if cache_outputs else "online",
+        "teacher_outputs": cache_mode(cfg, cache_outputs),
         "precision": resolve_precision(cfg.trainer.get("precision")),
         "trainer_gradient_clip_val": cfg.trainer.get("gradient_clip_val"),
     }
+
+
+def cache_mode(cfg, cache_outputs: bool) -> str:
+    """online | cached | cached float16 | cached top-8 ...: float16 and top-k tables give the student other
+    (rounded or approximated) targets; an exact float32 cache keeps the plain "cached"."""
+    if not cache_outputs:
+        return "online"
+    dtype, top_k = cfg.teacher.get("cache_dtype", "float32"), cfg.teacher.get("cache_top_k")
+    return " ".join(["cached", *([dtype] if dtype != "float32" else []), *([f"top-{top_k}"] if top_k else [])])

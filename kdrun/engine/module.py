@@ -18,7 +18,9 @@ from torchmetrics.classification import MulticlassAccuracy
 from kdrun.engine.divergence import DivergenceGuard, DivergenceSettings, overflowed
 from kdrun.errors import TrainingDiverged
 from kdrun.losses.interface import FeatureLoss
+from kdrun.losses.positions import per_position
 from kdrun.engine.teacher_forward import teacher_forward
+from kdrun.teachers.top_k import expand as expand_top_k
 from kdrun.engine.recipes import StepPlan, build_lr_scheduler, build_optimizer
 from kdrun.engine.resume import RunningDigest, restore_rng_states, rng_states
 from kdrun.engine.loss_schedule import LossSchedule
@@ -51,8 +53,11 @@ class DistillationModule(L.LightningModule):
         # Cached teacher logits by dataset index (kdrun.teachers.cached_outputs), as non-persistent buffers:
         # they follow the module to its device and stay out of checkpoints.
         self.cached_splits = sorted(teacher_outputs or {})
-        for split, logits in (teacher_outputs or {}).items():
-            self.register_buffer(f"teacher_{split}_logits", logits, persistent=False)
+        self.num_classes = num_classes
+        for split, table in (teacher_outputs or {}).items():
+            # a top-k table (kdrun.teachers.top_k) is three tensors: values, indices, rest
+            for part, tensor in (table.items() if isinstance(table, dict) else [("logits", table)]):
+                self.register_buffer(f"teacher_{split}_{part}", tensor, persistent=False)
         # The hot path never waits for the device: a diverging loss is recorded on the device (first
         # bad step, kdrun.engine.divergence) and the step metrics are buffered there (kdrun.engine.step_metrics). Both
         # reach the host at sync points, every `sync_every` steps and at epoch ends: a Python `if` on
@@ -109,7 +114,10 @@ class DistillationModule(L.LightningModule):
     def teacher_logits(self, x: torch.Tensor, index: torch.Tensor, split: str = "train") -> torch.Tensor:
         """The frozen teacher's logits on a batch: looked up by dataset index when cached, else computed."""
         if split in self.cached_splits:
-            return getattr(self, f"teacher_{split}_logits")[index]
+            if hasattr(self, f"teacher_{split}_values"):  # teacher.cache_top_k: dense log-probabilities again
+                return expand_top_k(*(getattr(self, f"teacher_{split}_{part}")[index]
+                                      for part in ("values", "indices", "rest")), self.num_classes)
+            return getattr(self, f"teacher_{split}_logits")[index].float()  # stored as teacher.cache_dtype
         if len(self.feature_matchers):  # feature losses save hooked teacher features for backward
             with torch.no_grad():
                 return teacher_forward(self.teacher, x, self.teacher_precision)
@@ -125,7 +133,8 @@ class DistillationModule(L.LightningModule):
         teacher_logits = None
         if self.teacher is not None and self.schedule.teacher_needed_at(step):
             teacher_logits = self.teacher_logits(x, index)
-        loss, parts, weights = self.schedule(step, logits, teacher_logits, batch)
+        # language models: every window position is one prediction (kdrun.losses.positions)
+        loss, parts, weights = self.schedule(step, *per_position(logits, teacher_logits, batch))
         self.divergence.observe(step, loss, self.schedule.pure_phase(step))
         self.latest_loss = loss.detach()
         self.train_loss_mean.update(self.latest_loss, len(y))  # reduced across ranks at epoch end
@@ -206,12 +215,12 @@ class DistillationModule(L.LightningModule):
         return [block.t().reshape(-1) for block in blocks]
 
     def validation_step(self, batch, batch_idx):
-        x, y, index = batch
-        logits = self.student(x)
+        x, _, index = batch
+        teacher_logits = self.teacher_logits(x, index, "val") if self.teacher is not None else None
+        logits, teacher_logits, (_, y, _) = per_position(self.student(x), teacher_logits, batch)
         self.val_acc.update(logits, y)
         self.val_nll.update(F.cross_entropy(logits, y, reduction="none"))
-        if self.teacher is not None:
-            teacher_logits = self.teacher_logits(x, index, "val")
+        if teacher_logits is not None:
             self.val_agreement.update((logits.argmax(-1) == teacher_logits.argmax(-1)).float())
 
     def on_validation_epoch_end(self):

@@ -5,7 +5,8 @@ one of the kinds in kdrun.losses.interface and checks its options when built. Th
 register themselves when imported here.
 """
 
-from kdrun.losses import baselines, controls, distillation, features, label, ptloss, retrieval  # noqa: F401
+from kdrun.losses import (baselines, controls, distillation, divergences, features, label, ptloss,  # noqa: F401
+                          retrieval)
 from kdrun.losses.interface import DistillationLoss, FeatureLoss, LabelLoss, Loss
 from kdrun.losses.registry import LOSSES, build_loss, register_loss
 

@@ -148,7 +148,9 @@ class FeatureMatcher(nn.Module):
         if input_shape is None:
             raise ValueError("feature matching needs the input shape to size its projections")
         modes = [(module, module.training) for module in student.modules()]
-        x = torch.zeros(2, *input_shape, device=next(student.parameters()).device)
+        # token models (kdrun.models.gpt) read integer ids
+        x = torch.zeros(2, *input_shape, dtype=getattr(student, "input_dtype", torch.float32),
+                        device=next(student.parameters()).device)
         try:
             with torch.no_grad():
                 student.eval()  # no BatchNorm statistics updated by the probe

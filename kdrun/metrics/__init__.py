@@ -11,7 +11,7 @@ similarity and its asymmetry.
 | {role}/{split}/acc | top-1 accuracy | all | |
 | {role}/{split}/nll | mean −log p(y ∣ x) | all | |
 | {role}/{split}/ece | top-label ECE, equal-width confidence bins, L1 | 001 | ece_bins |
-| {role}/{split}/auroc | ROC AUC; 2 classes: score p(y=1 ∣ x); K>2: one-vs-rest averaged | 001 | auroc_average |
+| {role}/{split}/auroc | ROC AUC; 2 classes: score p(y=1 ∣ x); K>2: one-vs-rest averaged (classifiers only) | 001 | auroc_average |
 | {role}/{split}/precision@{k} | mean #(top-k classes ∩ labels) / k; one label per input: = top{k}_acc / k | 001 | precision_at_k (k < K only) |
 | {role}/{split}/top{k}_acc | fraction of inputs whose label is among the top k | 001 | precision_at_k |
 | {teacher,student}/{split}/mse_to_bayes | mean_x ‖p(x) − p*(x)‖² (where p* is known) | 001 | mse_binary (vector or scalar) |
@@ -31,12 +31,15 @@ similarity and its asymmetry.
 | student/{split}/phi_gap_true_{q1,q4,q1_minus_q4} | the φ gap on the true (clean) class, quarters by the teacher's φ on it (M2) | 000 | |
 | student/train/phi_gap_{noisy,clean} | the same on the training samples whose labels label noise flipped / kept | 000 | |
 | {teacher,student}/train/phi_{noisy,clean} | mean φ of the model's own top class on the flipped / kept training samples | 000 | |
+| {role}/{split}/perplexity | exp(nll): language models (next-token sources), where every row above is a token position | 003 | |
+| {teacher,student}/test/probe_{positions,adversarial_count,adversarial_rate,expected_rate,adversarial_prob} | greedy completions where clean text reads data.corruption's pattern (e.g. the "e" of "the": "a" = the adversarial teacher's error) | 003 | data.probe_whole_word |
 | student/test/cka | linear CKA of penultimate features `model.features(x)`; zoo teachers only | 002 | cka_samples (0 = off) |
 
 Across runs (not in metrics.json): `bias_variance_decomposition(teacher_probs (R, N, K), bayes_probs (N, K))`
 gives mse = bias2 + variance of R teacher draws to p* (paper 001), with the same `binary` convention.
 """
 
+from kdrun.metrics.completion_probe import completion_probe
 from kdrun.metrics.classification import (accuracy, agreement, auroc, classification_metrics,
                                           expected_calibration_error, nll, precision_at_k, top_k_accuracy)
 from kdrun.metrics.per_sample import confidence_by_noise, confidence_deviations
@@ -49,5 +52,5 @@ __all__ = [
     "accuracy", "agreement", "auroc", "classification_metrics", "expected_calibration_error", "nll", "precision_at_k",
     "top_k_accuracy", "BINARY_CONVENTIONS", "bias_variance_decomposition", "mse_to_bayes", "linear_cka",
     "activation_distance", "conditional_agreement", "js_divergence", "kl_divergence", "rank_disagreement",
-    "similarity_metrics", "confidence_by_noise", "confidence_deviations",
+    "similarity_metrics", "confidence_by_noise", "confidence_deviations", "completion_probe",
 ]

@@ -55,14 +55,15 @@ def agreement(student_logits: Tensor, teacher_logits: Tensor) -> float:
 
 
 def classification_metrics(logits: Tensor, labels: Tensor, ece_bins: int = 15, precision_ks: Sequence[int] = (),
-                           auroc_average: str = "macro") -> dict[str, float]:
-    """acc, nll, ece, auroc, and precision@k / top{k}_acc for each k < K (k >= K says nothing)."""
+                           auroc_average: str = "macro", include_auroc: bool = True) -> dict[str, float]:
+    """acc, nll, ece, auroc (unless left out), and precision@k / top{k}_acc for each k < K (k >= K says nothing)."""
     metrics = {
         "acc": accuracy(logits, labels),
         "nll": nll(logits, labels),
         "ece": expected_calibration_error(logits, labels, ece_bins),
-        "auroc": auroc(logits, labels, auroc_average),
     }
+    if include_auroc:
+        metrics["auroc"] = auroc(logits, labels, auroc_average)
     for k in precision_ks:
         if k < logits.shape[-1]:
             metrics[f"precision@{k}"] = precision_at_k(logits, labels, k)

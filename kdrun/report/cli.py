@@ -22,6 +22,9 @@ from kdrun.report.stats import (ALTERNATIVES, KAPPA_COLUMN, compare_conditions, 
 FIGURE_METRICS = ("student/test/acc", "student/test/nll", "student/test/ece", "student/test/agreement")
 AGREEMENT_SPLIT = ("student/test/agreement_teacher_correct", "student/test/agreement_teacher_incorrect")
 SWITCH_COLUMN = "schedule.at"
+ALPHA_COLUMN = "loss.alpha"
+# paper 003's adversarial transfer: drawn against alpha whenever the runs measured it
+PROBE_METRICS = ("student/test/probe_adversarial_rate", "student/test/probe_adversarial_prob")
 MAX_REPRESENTATIVE_RUNS = 8  # per-run figures: one run per condition, bounded for large sweeps
 
 
@@ -198,6 +201,13 @@ def make_figures(table: pd.DataFrame, metrics: list[str], args, seed_columns, fo
                 attempt(f"{metric} against {axis}", draw, ok, metric, "condition", path, kappa_column=axis)
             else:
                 attempt(f"{metric} against {axis}", draw, ok, metric, path, at_column=axis, condition="condition")
+
+    if ALPHA_COLUMN in conditions:  # e.g. paper 003's KD and RCD over alpha, SIDDO as the level without alpha
+        ok["condition"] = _condition_labels(ok, [c for c in grouping if c != ALPHA_COLUMN])
+        probe = [m for m in PROBE_METRICS if m in ok.columns and m not in shown]
+        for metric in [*shown, *probe]:
+            attempt(f"{metric} against {ALPHA_COLUMN}", plots.metric_vs_alpha, ok, metric, "condition",
+                    folder / f"{_file_name(metric)}_vs_alpha.png", alpha_column=ALPHA_COLUMN)
 
     ok["condition"] = _condition_labels(ok, grouping)
     if all(column in ok.columns for column in AGREEMENT_SPLIT):

@@ -166,7 +166,8 @@ def _place_legend(figure, axes, entries: int, title: str | None = None) -> None:
 
 
 def _metric_lines(summary: pd.DataFrame, metric: str, out: Path, xlabel: str, title: str,
-                  legend_title: str | None, log_x: bool) -> Path:
+                  legend_title: str | None, log_x: bool, references=()) -> Path:
+    """Mean ± SEM lines per group; `references` (label, mean, sem, n) are dashed horizontal levels."""
     figure = _new_figure()
     axes = figure.add_subplot()
     groups = sorted(summary["group"].unique(), key=_sort_key)
@@ -178,6 +179,11 @@ def _metric_lines(summary: pd.DataFrame, metric: str, out: Path, xlabel: str, ti
         label = f"{_label(group)} ({n_text})" if legend_title else n_text
         axes.errorbar(rows["x"], rows["mean"], yerr=rows["sem"], label=label, color=colours[i],
                       marker=MARKERS[i % len(MARKERS)], markersize=5, capsize=3, linewidth=1.5)
+    for j, (label, level, spread, count) in enumerate(references):
+        colour = f"C{(len(groups) + j) % 10}"
+        axes.axhline(level, color=colour, linestyle="--", linewidth=1.2, label=f"{_label(label)} (n={count})")
+        if spread == spread:  # not NaN (one run has no SEM)
+            axes.axhspan(level - spread, level + spread, color=colour, alpha=0.12)
     if log_x:
         # Decade ticks alone (10^-1, 10^0) hide which κ were run; label the run values instead.
         from matplotlib.ticker import FixedLocator, NullLocator
@@ -191,9 +197,10 @@ def _metric_lines(summary: pd.DataFrame, metric: str, out: Path, xlabel: str, ti
             axes.tick_params(axis="x", labelrotation=45)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(metric)
-    axes.set_title(f"{title}\n(mean ± 1 SEM over runs)", fontsize="medium")
+    dashed = "; dashed: runs without this axis" if references else ""
+    axes.set_title(f"{title}\n(mean ± 1 SEM over runs{dashed})", fontsize="medium")
     axes.grid(True, alpha=0.3)
-    _place_legend(figure, axes, len(groups), legend_title)
+    _place_legend(figure, axes, len(groups) + len(references), legend_title)
     return _save(figure, out)
 
 
@@ -224,6 +231,23 @@ def metric_vs_switch_point(table: pd.DataFrame, metric: str, out: Path,
     title = f"{metric} vs switch point" + (f", by {condition}" if condition else "")
     return _metric_lines(summary, metric, out, xlabel=f"switch point: {unit}  ({at_column})",
                          title=title, legend_title=condition, log_x=False)
+
+
+def metric_vs_alpha(table: pd.DataFrame, metric: str, condition: str, out: Path,
+                    alpha_column: str = "loss.alpha") -> Path:
+    """`metric` vs the teacher's weight alpha, one line per value of `condition` (e.g. KD against RCD);
+    runs without an alpha (the SIDDO control, trained with CE) are dashed reference levels (mean ± SEM),
+    so a transfer that grows with alpha shows against the controls (paper 003 Sec. 4.5)."""
+    what = f"metric_vs_alpha({metric!r})"
+    _require_columns(table, [metric, condition, alpha_column], what)
+    has_alpha = pd.to_numeric(table[alpha_column], errors="coerce").notna()
+    summary = _summarise(table[has_alpha], metric, alpha_column, condition, what)
+    others = table[~has_alpha].assign(_y=pd.to_numeric(table.loc[~has_alpha, metric], errors="coerce"))
+    references = [(label, runs["_y"].mean(), _sem(runs["_y"]), len(runs))
+                  for label, runs in others.dropna(subset=["_y"]).groupby(condition, sort=False)]
+    return _metric_lines(summary, metric, out, xlabel=f"teacher weight α  ({alpha_column})",
+                         title=f"{metric} vs α, by {condition}", legend_title=condition, log_x=False,
+                         references=references)
 
 
 def correlation_scatter(table: pd.DataFrame, x: str, y: str, out: Path, condition: str | None = None) -> Path:

@@ -20,9 +20,12 @@ and every student looks them up (`cache["train"][index]`) instead of running the
 - With augmentation, or losses that read the teacher's intermediate features, the teacher runs
   online. `teacher.cache_outputs`: auto (cache where valid) | true (cache, or say why not) | false.
 
-Logits are stored as float32: 4 bytes x classes per sample (20 MB for CIFAR-100's 50k x 100),
-and cached and online losses then agree to float32 rounding (float16 would move a KD loss by
-~1e-4 relative; tests/teachers/test_cached_outputs.py measures both).
+Logits are stored as float32 by default: 4 bytes x classes per sample (20 MB for CIFAR-100's
+50k x 100), and cached and online losses then agree to float32 rounding. `teacher.cache_dtype=float16`
+halves that (a KD loss moves by ~1e-4 relative; tests/teachers/test_cached_outputs.py measures both).
+A language model's sample is a window: its row holds block_size x vocabulary logits (TinyShakespeare,
+256-token windows: 4,357 windows x 256 x 65 x 4 bytes = 290 MB). `auto` caches only while the
+tables fit `teacher.cache_max_mb`; beyond it the teacher runs online and the run says so.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ import torch
 from torch import nn
 
 from kdrun.atomic_files import torch_save
-from kdrun.config.checks import auto_switch_applies
+from kdrun.config.checks import auto_switch_applies, check_choice, check_number, check_whole_number
+from kdrun.errors import ConfigError
+from kdrun.teachers.top_k import compress as top_k_compress
 from kdrun.data.transforms import augments
 from kdrun.engine.distributed import process_rank
 from kdrun.losses.interface import FeatureLoss
@@ -46,8 +51,10 @@ from kdrun.teachers.store import StoreNotWritable, TeacherStore, not_writable
 log = logging.getLogger("kdrun")
 
 CACHE_FILE = "teacher_logits.pt"
-CACHE_FORMAT = 3  # 2: the file records the SHA-256 of its logits; 3: and the teacher's precision
-CACHE_DTYPE = torch.float32
+# 2: the file records the SHA-256 of its logits; 3: and the teacher's precision; 4: the dtype and top-k options,
+# tables shaped (samples, *output shape)
+CACHE_FORMAT = 4
+CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 CACHED_SPLITS = ("train", "val", "test")
 FINGERPRINT_SAMPLES = 16
 COMPUTE_BATCH_SIZE = 1024
@@ -65,52 +72,97 @@ class TeacherOutputs:
     computed: bool  # computed by this run (False: read back from the store)
 
 
-def cache_obstacle(cfg, schedule) -> str | None:
-    """Why cached outputs would be wrong for this run, or None when they are valid."""
+def cache_dtype(cfg) -> torch.dtype:
+    name = check_choice(cfg.teacher.get("cache_dtype", "float32"), "teacher.cache_dtype", tuple(CACHE_DTYPES),
+                        meaning="the stored teacher logits (float16 halves their memory)")
+    return CACHE_DTYPES[name]
+
+
+def cache_top_k(cfg, splits=None) -> int | None:
+    """`teacher.cache_top_k`: null (every class's logit) or k < the number of classes (kdrun.teachers.top_k)."""
+    k = check_whole_number(cfg.teacher.get("cache_top_k"), "teacher.cache_top_k", minimum=1, allow_none=True,
+                           meaning="cache the k most probable classes and one bucket for the rest (an approximation)")
+    if k is not None and splits is not None and k >= splits.num_classes:
+        raise ConfigError(f"teacher.cache_top_k={k} keeps every one of the {splits.num_classes} classes; allowed: "
+                          f"1..{splits.num_classes - 1}, or null for the exact logits")
+    return k
+
+
+def cache_megabytes(cfg, splits) -> float:
+    """The size of the cached tables: every sample of each cached split, one row per prediction."""
+    predictions = splits.source.input_shape[0] if splits.source.task == "next_token" else 1
+    value_bytes = torch.empty((), dtype=cache_dtype(cfg)).element_size()
+    k = cache_top_k(cfg, splits)
+    row = splits.num_classes * value_bytes if k is None else k * (value_bytes + 4) + value_bytes
+    samples = sum(len(splits.source.split(split)) for split in CACHED_SPLITS)
+    return samples * predictions * row / 2**20
+
+
+def cache_obstacle(cfg, schedule, splits=None) -> str | None:
+    """Why cached outputs would be wrong (or too large) for this run, or None when they are valid."""
     if augments(cfg.data):
         return (f"data.augment={cfg.data.augment} gives the student random inputs, so logits cached by "
                 f"sample index would be stale")
     feature_losses = [loss.name for loss in schedule.losses if isinstance(loss, FeatureLoss)]
     if feature_losses:
         return f"loss {', '.join(feature_losses)} reads the teacher's intermediate features, not only its logits"
+    if splits is not None and str(cfg.teacher.get("cache_outputs", "auto")) == "auto":
+        budget = check_number(cfg.teacher.get("cache_max_mb", 4096), "teacher.cache_max_mb", low=0,
+                              meaning="auto caches the teacher's logits only while they fit this many MiB")
+        size = cache_megabytes(cfg, splits)
+        if size > budget:
+            return (f"the cached logits would take {size:,.0f} MiB, more than teacher.cache_max_mb={budget:g} "
+                    f"(raise it, set teacher.cache_dtype=float16, or teacher.cache_outputs=true)")
     return None
 
 
-def check_cache_config(cfg, schedule) -> bool:
-    """Whether this run caches teacher outputs; ConfigError for `cache_outputs=true` where invalid."""
-    return auto_switch_applies(cfg.teacher, "cache_outputs", "teacher", lambda: cache_obstacle(cfg, schedule),
-                               "needs fixed student inputs and losses that read only the teacher's logits")
+def check_cache_config(cfg, schedule, splits=None) -> bool:
+    """Whether this run caches teacher outputs; ConfigError for `cache_outputs=true` where invalid.
+    `auto` also leaves the teacher online when the tables would exceed teacher.cache_max_mb."""
+    cache_dtype(cfg)
+    cache_top_k(cfg, splits)
+    reason = cache_obstacle(cfg, schedule, splits)
+    enabled = auto_switch_applies(cfg.teacher, "cache_outputs", "teacher", lambda: cache_obstacle(cfg, schedule),
+                                  "needs fixed student inputs and losses that read only the teacher's logits")
+    if enabled and reason is not None:  # auto, and only the memory budget is in the way
+        log.info("teacher outputs run online: %s", reason)
+        return False
+    return enabled
 
 
 def teacher_outputs(cfg, splits, teacher, enabled: bool) -> TeacherOutputs | None:
     """The run's cached teacher logits, or None when the teacher runs online (`enabled`: check_cache_config)."""
     if not enabled:
         return None
-    precision = cfg.teacher.get("precision", "float32")
+    precision, dtype, top_k = cfg.teacher.get("precision", "float32"), cache_dtype(cfg), cache_top_k(cfg, splits)
+
+    def compute():
+        return compute_logits(teacher.model, splits, _compute_device(cfg), precision, dtype, top_k)
+
     if teacher.key is None:  # imported or oracle teacher: not in the store
-        return TeacherOutputs(compute_logits(teacher.model, splits, _compute_device(cfg), precision), "run", True)
+        return TeacherOutputs(compute(), "run", True)
     entry = Path(teacher.path)
-    path, expected = entry / CACHE_FILE, _cache_identity(splits, teacher, precision)
+    path, expected = entry / CACHE_FILE, _cache_identity(splits, teacher, precision, dtype, top_k)
     cached, _ = _read(path, expected, quiet=True)  # what is wrong with it is said once, under the lock
     if cached is not None:
         return TeacherOutputs(cached, "store", False)
     if process_rank() > 0:
         # DDP: rank 0 alone writes store entries; the logits are a pure function of the teacher,
         # so another rank computes its own copy rather than waiting on rank 0's file
-        return TeacherOutputs(compute_logits(teacher.model, splits, _compute_device(cfg), precision), "store", True)
+        return TeacherOutputs(compute(), "store", True)
     store = TeacherStore(entry.parent)
     try:
         lock = store.lock(teacher.key)
     except StoreNotWritable as error:
         log.warning("%s; the teacher's outputs are computed for this run only, not kept in the store", error.strerror)
-        return TeacherOutputs(compute_logits(teacher.model, splits, _compute_device(cfg), precision), "run", True)
+        return TeacherOutputs(compute(), "run", True)
     try:
         cached, problem = _read(path, expected)  # written by a job that held the lock first
         if cached is not None:
             return TeacherOutputs(cached, "store", False)
         if problem is not None:
             store.quarantine_file(path, problem)
-        logits = compute_logits(teacher.model, splits, _compute_device(cfg), precision)
+        logits = compute()
         try:
             torch_save({"identity": expected, "logits": logits, "logits_sha256": logits_digest(logits)}, path)
         except OSError as error:
@@ -125,9 +177,11 @@ def teacher_outputs(cfg, splits, teacher, enabled: bool) -> TeacherOutputs | Non
 
 
 @torch.inference_mode()
-def compute_logits(model: nn.Module, splits, device: torch.device, precision: str = "float32") -> dict[str, torch.Tensor]:
+def compute_logits(model: nn.Module, splits, device: torch.device, precision: str = "float32",
+                   dtype: torch.dtype = torch.float32, top_k: int | None = None) -> dict:
     """Logits of `model` (in eval mode, in `precision`: kdrun.engine.teacher_forward) on every sample of each
-    cached split, by dataset index."""
+    cached split, by dataset index, stored as `dtype`: (samples, classes), or (windows, T, vocabulary); with
+    `top_k`, each split's table is {values, indices, rest} (kdrun.teachers.top_k)."""
     global compute_count
     compute_count += 1
     was_training, home = model.training, _device_of(model)
@@ -136,10 +190,16 @@ def compute_logits(model: nn.Module, splits, device: torch.device, precision: st
     try:
         for split in CACHED_SPLITS:
             loader = splits.loader(split, batch_size=COMPUTE_BATCH_SIZE)  # eval transform: the student's inputs
-            table = torch.empty(len(loader.dataset), splits.num_classes, dtype=CACHE_DTYPE)
+            table = None
             for x, _, index in loader:
-                table[index] = teacher_forward(model, x.to(device), precision).cpu().to(CACHE_DTYPE)
-            logits[split] = table
+                batch = teacher_forward(model, x.to(device), precision).cpu()
+                parts = {"logits": batch.to(dtype)} if top_k is None else top_k_compress(batch, top_k, dtype)
+                if table is None:  # one row per sample, shaped as the model's output for one sample
+                    table = {name: torch.empty(len(loader.dataset), *part.shape[1:], dtype=part.dtype)
+                             for name, part in parts.items()}
+                for name, part in parts.items():
+                    table[name][index] = part
+            logits[split] = table["logits"] if top_k is None else table
     finally:
         model.to(home).train(was_training)
     return logits
@@ -154,13 +214,14 @@ def input_fingerprint(splits) -> str:
     return digest.hexdigest()[:20]
 
 
-def _cache_identity(splits, teacher, precision: str) -> dict:
+def _cache_identity(splits, teacher, precision: str, dtype: torch.dtype, top_k: int | None = None) -> dict:
     return {
         "format": CACHE_FORMAT,
-        "dtype": str(CACHE_DTYPE),
+        "dtype": str(dtype),
+        "top_k": top_k,
         "teacher_precision": precision,  # a cache made in another precision is recomputed, not reused
         "num_classes": splits.num_classes,
-        "sizes": {split: len(getattr(splits.source, split)) for split in CACHED_SPLITS},
+        "sizes": {split: len(splits.source.split(split)) for split in CACHED_SPLITS},
         "weights_sha256": teacher.meta.get("weights_sha256"),
         "inputs": input_fingerprint(splits),
     }
@@ -170,8 +231,10 @@ def logits_digest(logits: dict[str, torch.Tensor]) -> str:
     """SHA-256 of the cached tables' values, split by split (what a reader checks them against)."""
     digest = hashlib.sha256()
     for split in sorted(logits):
-        digest.update(split.encode())
-        digest.update(logits[split].contiguous().numpy().tobytes())
+        table = logits[split]
+        for part, tensor in sorted(table.items()) if isinstance(table, dict) else [("", table)]:
+            digest.update(f"{split}{part}".encode())
+            digest.update(tensor.contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 

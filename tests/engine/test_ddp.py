@@ -52,6 +52,24 @@ def test_two_processes_give_one_process_metrics_and_complete_outputs(tmp_path):
     assert ddp.stdout.count("done in") == 1
 
 
+@pytest.mark.slow
+def test_a_language_model_distils_on_two_processes_as_on_one(tmp_path):
+    """Windows shard across ranks like images: two processes with half the batch give one process's metrics."""
+    env = {"KDRUN_OUTPUT_ROOT": str(tmp_path)}
+    text = ["data=pydoc_topics", "data.max_chars=8000", "data.block_size=16", "teacher=micro_gpt", "student=micro_gpt",
+            "teacher.model.n_embd=16", "student.model.n_embd=16", "teacher.max_steps=6", "student.max_steps=6",
+            "evaluation.sample_tokens=0", "trainer.enable_progress_bar=false"]
+    single = kdrun_command([*text, "data.batch_size=32", f"hydra.run.dir={tmp_path / 'single'}"], tmp_path, env)
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = kdrun_command([*text, "data.batch_size=16", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
+                         f"hydra.run.dir={tmp_path / 'ddp'}"], tmp_path, env)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one, two = read_metrics(tmp_path / "single"), read_metrics(tmp_path / "ddp")
+    for key in ("student/test/nll", "student/test/acc", "student/test/agreement", "teacher/test/nll"):
+        assert two[key] == pytest.approx(one[key], abs=TOLERANCE), key
+    assert two["student/batch_order_checksum"] == one["student/batch_order_checksum"]
+
+
 def test_sampler_shards_cover_the_global_batches_and_pad_only_training():
     from kdrun.data.samplers import EpochSeededSampler
 

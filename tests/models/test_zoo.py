@@ -37,9 +37,14 @@ def zoo_cfg(stem: str, num_classes: int = 10, **values) -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+TOKEN_MODELS = {"gpt"}  # read token ids (batch, T) and predict every position: (batch, T, vocabulary)
+
+
 def input_shape_for(name: str) -> tuple[int, ...]:
     if name == "channelwise_linear":
         return (10 * 100,)
+    if name in TOKEN_MODELS:
+        return (16,)
     return (64,) if name in VECTOR_MODELS else (3, 32, 32)
 
 
@@ -102,7 +107,9 @@ def test_every_zoo_file_trains_one_step(path):
     cfg = zoo_cfg(path.stem)
     shape = input_shape_for(cfg["name"])
     model = build_model(cfg, shape).eval()
-    x, y = torch.randn(4, *shape), torch.randint(0, 10, (4,))
+    tokens = cfg["name"] in TOKEN_MODELS
+    x = torch.randint(0, 10, (4, *shape)) if tokens else torch.randn(4, *shape)
+    y = torch.randint(0, 10, (4, *shape) if tokens else (4,))
     with torch.no_grad():
         assert torch.allclose(model.head(model.features(x)), model(x), rtol=1e-5, atol=1e-5)
     params = [p.detach().clone() for p in model.parameters()]
@@ -111,8 +118,8 @@ def test_every_zoo_file_trains_one_step(path):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     model.train()
     out = model(x)
-    assert out.shape == (4, 10)
-    loss = F.cross_entropy(out, y)
+    assert out.shape == ((4, 16, 10) if tokens else (4, 10))
+    loss = F.cross_entropy(out.reshape(-1, 10), y.reshape(-1))
     assert torch.isfinite(loss)
     loss.backward()
     optimizer.step()

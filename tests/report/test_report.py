@@ -293,3 +293,36 @@ def test_condition_order_compares_the_numbers_inside_labels_as_numbers():
     labels = ["teacher.epochs=10", "teacher.epochs=2", "loss=kd", "teacher.epochs=1.5", 0.5, "teacher.epochs=50"]
     assert sorted(labels, key=_sort_key) == [0.5, "loss=kd", "teacher.epochs=1.5", "teacher.epochs=2",
                                              "teacher.epochs=10", "teacher.epochs=50"]
+
+
+def test_metrics_against_alpha_draw_the_runs_without_alpha_as_reference_levels(tmp_path):
+    """Paper 003's adversarial transfer: KD's probe rate grows with alpha, RCD's and SIDDO's do not."""
+    job = 0
+    for loss in ("kd", "rcd"):
+        for alpha in (0.1, 0.5, 0.9):
+            for seed in range(4):
+                rate = (0.1 + 0.8 * alpha if loss == "kd" else 0.1) + 0.01 * seed
+                write_run(tmp_path / "kd_rcd" / str(job), [f"loss={loss}", f"loss.alpha={alpha}", f"seed={seed}"],
+                          {"student/test/probe_adversarial_rate": rate, "student/test/acc": 0.5,
+                           "teacher/source": "trained", "wall_time_s": 1.0})
+                job += 1
+    for seed in range(4):
+        write_run(tmp_path / "siddo" / str(seed), ["loss=ce", f"seed={seed}"],
+                  {"student/test/probe_adversarial_rate": 0.1 + 0.01 * seed, "student/test/acc": 0.5,
+                   "teacher/source": "trained", "wall_time_s": 1.0})
+    out = tmp_path / "report"
+    assert main([str(tmp_path / "kd_rcd"), str(tmp_path / "siddo"), "--out", str(out), "--compare", "loss=kd",
+                 "--against", "loss=rcd", "--pair-by", "seed", "--metrics", "student/test/acc"]) == 0
+    figure = out / "figures" / "student_test_probe_adversarial_rate_vs_alpha.png"
+    assert figure.is_file() and figure.stat().st_size > 10_000
+    assert "probe_adversarial_rate against loss.alpha" in (out / "report.md").read_text()
+    comparisons = pd.read_csv(out / "comparisons.csv")
+    assert sorted(comparisons["loss.alpha"].unique()) == [0.1, 0.5, 0.9]  # one comparison per alpha
+
+
+def test_metric_vs_alpha_needs_an_alpha_column(tmp_path):
+    from kdrun.report import plots
+
+    table = pd.DataFrame({"student/test/acc": [0.5, 0.6], "condition": ["a", "b"]})
+    with pytest.raises(ValueError, match="loss.alpha"):
+        plots.metric_vs_alpha(table, "student/test/acc", "condition", tmp_path / "x.png")

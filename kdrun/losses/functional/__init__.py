@@ -10,10 +10,12 @@ integer targets (B,); functions return the batch mean unless they say otherwise.
 - `ptloss`: paper 004's perturbed Maclaurin loss, its proxy teacher and the Q-hat score;
 - `baselines`: paper 004's baselines (label-smoothed teacher, focal, flooding, Tf-KD);
 - `retrieval`: paper 001's generalised softmax cross-entropy and double distillation;
-- `features`: feature-map matching (FitNets).
+- `features`: feature-map matching (FitNets);
+- `divergences`: reverse KL and the generalized Jensen-Shannon divergence (sequence-level KD work).
 """
 
 from kdrun.losses.functional.baselines import *  # noqa: F401,F403
+from kdrun.losses.functional.divergences import *  # noqa: F401,F403
 from kdrun.losses.functional.features import *  # noqa: F401,F403
 from kdrun.losses.functional.kd import *  # noqa: F401,F403
 from kdrun.losses.functional.oracle import *  # noqa: F401,F403
