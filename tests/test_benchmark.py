@@ -54,6 +54,7 @@ def test_hand_written_loop_trains_the_student_kdrun_trains(tmp_path):
         assert torch.allclose(value, by_hand[name], atol=1e-4), name
 
 
+@pytest.mark.slow  # two GPT fits: about 10 s
 def test_language_model_workload_compares_like_with_like(tmp_path):
     """The lm workload: kdrun and the hand-written loop train the same GPT student on the same windows,
     and (a) counts tokens."""

@@ -6,8 +6,8 @@ vocabulary size is the number of classes both predict. `data.tokenizer`:
 - `char`: one token per distinct character of the source's text (sorted, so a corpus always gives
   the same ids; TinyShakespeare has 65);
 - `byte`: the 256 byte values of the UTF-8 encoding (any text, a fixed vocabulary);
-- a path: a Hugging Face tokenizer saved with `save_pretrained` (tokenizer.json or a slow
-  tokenizer's files), loaded offline (`local_files_only`).
+- a path: a Hugging Face tokenizer saved with `save_pretrained`, loaded offline: its tokenizer.json with
+  the `tokenizers` library, or a slow tokenizer's files with transformers (`local_files_only`).
 """
 
 from __future__ import annotations
@@ -57,32 +57,50 @@ class ByteTokenizer:
 
 
 class PretrainedTokenizer:
-    """A tokenizer directory written by `save_pretrained` (transformers), read without the network."""
+    """A tokenizer directory written by `save_pretrained` (Hugging Face), read without the network: its
+    tokenizer.json through the `tokenizers` library (every fast tokenizer has one), else (a slow tokenizer's
+    files only) through transformers' AutoTokenizer with `local_files_only`."""
 
     kind = "pretrained"
 
     def __init__(self, directory: Path):
+        self.directory = directory
+        self.fast = None
+        self.slow = None
+        if (directory / "tokenizer.json").is_file():
+            try:
+                from tokenizers import Tokenizer
+            except ImportError as error:
+                raise ConfigError(f"data.tokenizer={directory} needs the `tokenizers` package; install it with "
+                                  f"pip install -e \".[text]\"") from error
+            try:
+                self.fast = Tokenizer.from_file(str(directory / "tokenizer.json"))
+            except Exception as error:  # the Rust library's parse errors carry no common type
+                raise ConfigError(f"data.tokenizer={directory}: tokenizer.json does not load ({error})") from error
+            return
         try:
             from transformers import AutoTokenizer
         except ImportError as error:
-            raise ConfigError(f"data.tokenizer={directory} needs the `transformers` package; install it with "
-                              f"pip install -e \".[text]\"") from error
+            raise ConfigError(f"data.tokenizer={directory} has no tokenizer.json; loading a slow tokenizer's files "
+                              f"needs the `transformers` package (pip install transformers)") from error
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+            self.slow = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
         except (OSError, ValueError) as error:
             raise ConfigError(f"data.tokenizer={directory} holds no tokenizer that transformers can load ({error}); "
                               f"allowed: a directory written by tokenizer.save_pretrained(...)") from error
-        self.directory = directory
 
     @property
-    def vocab_size(self) -> int:
-        return len(self.tokenizer)  # the base vocabulary plus added tokens
+    def vocab_size(self) -> int:  # the base vocabulary plus added tokens
+        return self.fast.get_vocab_size(with_added_tokens=True) if self.fast is not None else len(self.slow)
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if self.fast is not None:
+            return self.fast.encode(text, add_special_tokens=False).ids
+        return self.slow(text, add_special_tokens=False)["input_ids"]
 
     def decode(self, ids) -> str:
-        return self.tokenizer.decode([int(i) for i in ids])
+        ids = [int(i) for i in ids]
+        return self.fast.decode(ids) if self.fast is not None else self.slow.decode(ids)
 
 
 def build_tokenizer(spec, text: str):

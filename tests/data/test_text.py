@@ -131,24 +131,31 @@ def test_text_corpus_reads_a_folder_by_glob_char_or_byte(tmp_path):
 
 
 def test_text_corpus_loads_a_saved_tokenizer_offline(tmp_path):
+    """A tokenizer directory as save_pretrained writes a fast tokenizer: its tokenizer.json."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     words = ["[UNK]", "to", "be", "or", "not", "that", "is", "the", "question"]
     backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]").save_pretrained(tmp_path / "tok")
+    (tmp_path / "tok").mkdir()
+    backend.save(str(tmp_path / "tok" / "tokenizer.json"))
     (tmp_path / "hamlet.txt").write_text("to be or not to be that is the question " * 60, encoding="utf-8")
     splits = load_source(data_cfg("text_corpus", tmp_path, path=str(tmp_path / "hamlet.txt"), block_size=8,
                                   tokenizer=str(tmp_path / "tok")))
     assert splits.num_classes == len(words)
     x, y = splits.train.dataset[0]
     assert splits.tokenizer.decode(x.tolist()) == "to be or not to be that is"
+    assert splits.tokenizer.decode(y.tolist()) == "be or not to be that is the"
     with pytest.raises(ConfigError, match=r"data.tokenizer=.*missing: no such directory"):
         load_source(data_cfg("text_corpus", tmp_path, path=str(tmp_path / "hamlet.txt"), block_size=8,
                              tokenizer=str(tmp_path / "missing")))
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "tokenizer.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"tokenizer.json does not load"):
+        load_source(data_cfg("text_corpus", tmp_path, path=str(tmp_path / "hamlet.txt"), block_size=8,
+                             tokenizer=str(tmp_path / "broken")))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match=r"holds no tokenizer that transformers can load"):
+    with pytest.raises(ConfigError, match=r"data.tokenizer=.*empty"):
         load_source(data_cfg("text_corpus", tmp_path, path=str(tmp_path / "hamlet.txt"), block_size=8,
                              tokenizer=str(tmp_path / "empty")))
 
