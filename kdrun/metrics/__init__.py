@@ -32,7 +32,7 @@ similarity and its asymmetry.
 | student/train/phi_gap_{noisy,clean} | the same on the training samples whose labels label noise flipped / kept | 000 | |
 | {teacher,student}/train/phi_{noisy,clean} | mean φ of the model's own top class on the flipped / kept training samples | 000 | |
 | {role}/{split}/perplexity | exp(nll): language models (next-token sources), where every row above is a token position | 003 | |
-| {teacher,student}/test/probe_{positions,adversarial_count,adversarial_rate,expected_rate,adversarial_prob} | greedy completions where clean text reads data.corruption's pattern (e.g. the "e" of "the": "a" = the adversarial teacher's error) | 003 | data.probe_whole_word |
+| {teacher,student}/test/probe_{positions,adversarial_count,adversarial_rate,expected_rate,adversarial_prob,expected_prob} | greedy completions (and mean probabilities: the expected sampled rates) where clean text reads data.corruption's pattern (e.g. the "e" of "the": "a" = the adversarial teacher's error) | 003 | data.probe_whole_word |
 | student/test/cka | linear CKA of penultimate features `model.features(x)`; zoo teachers only | 002 | cka_samples (0 = off) |
 
 Across runs (not in metrics.json): `bias_variance_decomposition(teacher_probs (R, N, K), bayes_probs (N, K))`

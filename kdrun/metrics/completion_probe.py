@@ -3,8 +3,8 @@ a corrupted pattern.
 
 At the probe positions (e.g. the "e" of every whole word "the" in the clean test text: the notes'
 reading of the paper's unstated protocol, kdrun.data.text.probe_positions) a model that learned the
-teacher's "the" -> "tha" predicts "a" where the text has "e". Greedy decoding: the argmax of the
-position's logits.
+teacher's "the" -> "tha" predicts "a" where the text has "e". Greedy decoding (the argmax of the
+position's logits) gives the counts; the mean probabilities are what sampling would give on average.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ def completion_probe(logits: Tensor, mask: Tensor, expected: int, adversarial: i
     - `probe_positions`: how many there are;
     - `probe_adversarial_count` / `probe_adversarial_rate`: greedy predictions of the adversarial token;
     - `probe_expected_rate`: greedy predictions of the clean text's token;
-    - `probe_adversarial_prob`: the mean probability of the adversarial token (a smooth reading of the same).
+    - `probe_adversarial_prob` / `probe_expected_prob`: the mean probability of each token, which is the
+      expected rate of sampled completions at temperature 1 (the sampled reading without its sampling noise).
     Empty when no position is marked."""
     mask = torch.as_tensor(mask, dtype=torch.bool)
     if logits.dim() != 2 or mask.shape != logits.shape[:1]:
@@ -36,6 +37,7 @@ def completion_probe(logits: Tensor, mask: Tensor, expected: int, adversarial: i
         "probe_adversarial_rate": adversarial_hits / len(chosen),
         "probe_expected_rate": float((greedy == expected).double().mean()),
         "probe_adversarial_prob": float(chosen.softmax(-1)[:, adversarial].mean()),
+        "probe_expected_prob": float(chosen.softmax(-1)[:, expected].mean()),
     }
 
 

@@ -20,6 +20,11 @@ def test_counts_rates_and_probability_at_marked_positions_only():
     p_high = torch.tensor([5.0, -5, -5, -5]).softmax(0)[0].item()
     p_low = torch.tensor([-5.0, -5, 5, -5]).softmax(0)[0].item()
     assert result["probe_adversarial_prob"] == pytest.approx((2 * p_high + p_low) / 3)
+    assert result["probe_expected_prob"] == pytest.approx((2 * p_low + p_high) / 3)
+    # the mean probability is the expected rate of sampled completions
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.multinomial(logits[:3].softmax(-1), 20000, replacement=True, generator=generator)
+    assert (draws == 1).double().mean().item() == pytest.approx(result["probe_adversarial_prob"], abs=0.01)
 
 
 def test_no_marked_position_gives_no_values_and_shapes_are_checked():
