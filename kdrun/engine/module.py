@@ -54,6 +54,8 @@ class DistillationModule(L.LightningModule):
         # they follow the module to its device and stay out of checkpoints.
         self.cached_splits = sorted(teacher_outputs or {})
         self.num_classes = num_classes
+        # splits cached as top-k tables (kdrun.teachers.top_k), decided once, not looked up per step
+        self.top_k_splits = {split for split, table in (teacher_outputs or {}).items() if isinstance(table, dict)}
         for split, table in (teacher_outputs or {}).items():
             # a top-k table (kdrun.teachers.top_k) is three tensors: values, indices, rest
             for part, tensor in (table.items() if isinstance(table, dict) else [("logits", table)]):
@@ -114,7 +116,7 @@ class DistillationModule(L.LightningModule):
     def teacher_logits(self, x: torch.Tensor, index: torch.Tensor, split: str = "train") -> torch.Tensor:
         """The frozen teacher's logits on a batch: looked up by dataset index when cached, else computed."""
         if split in self.cached_splits:
-            if hasattr(self, f"teacher_{split}_values"):  # teacher.cache_top_k: dense log-probabilities again
+            if split in self.top_k_splits:  # teacher.cache_top_k: dense log-probabilities again
                 return expand_top_k(*(getattr(self, f"teacher_{split}_{part}")[index]
                                       for part in ("values", "indices", "rest")), self.num_classes)
             return getattr(self, f"teacher_{split}_logits")[index].float()  # stored as teacher.cache_dtype

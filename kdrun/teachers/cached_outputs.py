@@ -98,22 +98,26 @@ def cache_megabytes(cfg, splits) -> float:
     return samples * predictions * row / 2**20
 
 
-def cache_obstacle(cfg, schedule, splits=None) -> str | None:
-    """Why cached outputs would be wrong (or too large) for this run, or None when they are valid."""
+def cache_obstacle(cfg, schedule) -> str | None:
+    """Why cached outputs would be wrong for this run, or None when they are valid."""
     if augments(cfg.data):
         return (f"data.augment={cfg.data.augment} gives the student random inputs, so logits cached by "
                 f"sample index would be stale")
     feature_losses = [loss.name for loss in schedule.losses if isinstance(loss, FeatureLoss)]
     if feature_losses:
         return f"loss {', '.join(feature_losses)} reads the teacher's intermediate features, not only its logits"
-    if splits is not None and str(cfg.teacher.get("cache_outputs", "auto")) == "auto":
-        budget = check_number(cfg.teacher.get("cache_max_mb", 4096), "teacher.cache_max_mb", low=0,
-                              meaning="auto caches the teacher's logits only while they fit this many MiB")
-        size = cache_megabytes(cfg, splits)
-        if size > budget:
-            return (f"the cached logits would take {size:,.0f} MiB, more than teacher.cache_max_mb={budget:g} "
-                    f"(raise it, set teacher.cache_dtype=float16, or teacher.cache_outputs=true)")
     return None
+
+
+def over_budget(cfg, splits) -> str | None:
+    """Why `auto` leaves valid cached outputs aside: tables larger than teacher.cache_max_mb, else None."""
+    budget = check_number(cfg.teacher.get("cache_max_mb", 4096), "teacher.cache_max_mb", low=0,
+                          meaning="auto caches the teacher's logits only while they fit this many MiB")
+    size = cache_megabytes(cfg, splits)
+    if size <= budget:
+        return None
+    return (f"the cached logits would take {size:,.0f} MiB, more than teacher.cache_max_mb={budget:g} "
+            f"(raise it, set teacher.cache_dtype=float16 or cache_top_k, or teacher.cache_outputs=true)")
 
 
 def check_cache_config(cfg, schedule, splits=None) -> bool:
@@ -121,12 +125,13 @@ def check_cache_config(cfg, schedule, splits=None) -> bool:
     `auto` also leaves the teacher online when the tables would exceed teacher.cache_max_mb."""
     cache_dtype(cfg)
     cache_top_k(cfg, splits)
-    reason = cache_obstacle(cfg, schedule, splits)
     enabled = auto_switch_applies(cfg.teacher, "cache_outputs", "teacher", lambda: cache_obstacle(cfg, schedule),
                                   "needs fixed student inputs and losses that read only the teacher's logits")
-    if enabled and reason is not None:  # auto, and only the memory budget is in the way
-        log.info("teacher outputs run online: %s", reason)
-        return False
+    if enabled and splits is not None and str(cfg.teacher.get("cache_outputs", "auto")) == "auto":
+        reason = over_budget(cfg, splits)
+        if reason is not None:
+            log.info("teacher outputs run online: %s", reason)
+            return False
     return enabled
 
 

@@ -21,16 +21,22 @@ TOLERANCE = 1e-5
 NOT_COMPARED = ("wall_time_s", "teacher/key", "teacher/outputs", "data/fast_path")
 
 
+def one_and_two_processes(overrides: list[str], tmp_path):
+    """(metrics of one process at batch 32, metrics of 2 DDP processes at 16 each, the DDP command's result):
+    the same global batch."""
+    env = {"KDRUN_OUTPUT_ROOT": str(tmp_path)}
+    single = kdrun_command([*overrides, "data.batch_size=32", f"hydra.run.dir={tmp_path / 'single'}"], tmp_path, env)
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = kdrun_command([*overrides, "data.batch_size=16", "trainer=ddp", "trainer.devices=2",
+                         "trainer.accelerator=cpu", f"hydra.run.dir={tmp_path / 'ddp'}"], tmp_path, env)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    return read_metrics(tmp_path / "single"), read_metrics(tmp_path / "ddp"), ddp
+
+
 @pytest.mark.slow  # several processes or sweep jobs: the optional `pytest -m slow` job
 def test_two_processes_give_one_process_metrics_and_complete_outputs(tmp_path):
-    env = {"KDRUN_OUTPUT_ROOT": str(tmp_path)}
     # the global batch is equal: 2 processes x 16 = 1 process x 32; the MLP has no BatchNorm
-    single = kdrun_command([*TINY, "data.batch_size=32", f"hydra.run.dir={tmp_path / 'single'}"], tmp_path, env)
-    assert single.returncode == 0, single.stderr[-3000:]
-    ddp = kdrun_command([*TINY, "data.batch_size=16", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
-                         f"hydra.run.dir={tmp_path / 'ddp'}"], tmp_path, env)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    one, two = read_metrics(tmp_path / "single"), read_metrics(tmp_path / "ddp")
+    one, two, ddp = one_and_two_processes(TINY, tmp_path)
     assert set(one) == set(two)
     for key, value in one.items():
         if any(part in key for part in NOT_COMPARED):
@@ -55,16 +61,10 @@ def test_two_processes_give_one_process_metrics_and_complete_outputs(tmp_path):
 @pytest.mark.slow
 def test_a_language_model_distils_on_two_processes_as_on_one(tmp_path):
     """Windows shard across ranks like images: two processes with half the batch give one process's metrics."""
-    env = {"KDRUN_OUTPUT_ROOT": str(tmp_path)}
     text = ["data=pydoc_topics", "data.max_chars=8000", "data.block_size=16", "teacher=micro_gpt", "student=micro_gpt",
             "teacher.model.n_embd=16", "student.model.n_embd=16", "teacher.max_steps=6", "student.max_steps=6",
             "evaluation.sample_tokens=0", "trainer.enable_progress_bar=false"]
-    single = kdrun_command([*text, "data.batch_size=32", f"hydra.run.dir={tmp_path / 'single'}"], tmp_path, env)
-    assert single.returncode == 0, single.stderr[-3000:]
-    ddp = kdrun_command([*text, "data.batch_size=16", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu",
-                         f"hydra.run.dir={tmp_path / 'ddp'}"], tmp_path, env)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    one, two = read_metrics(tmp_path / "single"), read_metrics(tmp_path / "ddp")
+    one, two, _ = one_and_two_processes(text, tmp_path)
     for key in ("student/test/nll", "student/test/acc", "student/test/agreement", "teacher/test/nll"):
         assert two[key] == pytest.approx(one[key], abs=TOLERANCE), key
     assert two["student/batch_order_checksum"] == one["student/batch_order_checksum"]
