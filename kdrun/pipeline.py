@@ -28,6 +28,7 @@ from kdrun.engine.distributed import check_distributed_support, process_rank, tr
 from kdrun.engine.identities import cache_mode, student_identity, teacher_reference
 from kdrun.teachers.identity import teacher_owner
 from kdrun.engine.loggers import close_logger, is_wandb, log_run_figures
+from kdrun.engine.model_inputs import check_model_inputs
 from kdrun.engine.loss_schedule import LossSchedule
 from kdrun.engine.recipes import Budget, StepPlan, plan_steps, stage_budget
 from kdrun.engine.resume import Resume, StageOwner, plan_resume, remember_configuration
@@ -96,13 +97,14 @@ def preflight(cfg: DictConfig, output_dir: Path) -> RunPlan:
     splits = DataSplits.build(cfg.data, checked.seeds)
     splits.world_size = training_world_size(cfg.trainer)  # step budgets count one rank's batches
     check_vocabulary(cfg, splits)
-    trains_teacher = not cfg.teacher.get("oracle") and cfg.teacher.checkpoint is None
+    fixed = cfg.teacher.get("oracle") or cfg.teacher.get("outputs") is not None  # no teacher network at all
+    trains_teacher = not fixed and cfg.teacher.checkpoint is None
     teacher_budget = teacher_plan(cfg, splits) if trains_teacher else None
     for stage in ("teacher", "student") if trains_teacher else ("student",):
         check_trainer_settings(trainer_arguments(cfg, stage))
     # the teacher's architecture (and the layers feature losses name) before the student is initialised;
     # an oracle or imported teacher is the run's teacher already (a checkpoint that does not fit fails here)
-    teacher_architecture = None if cfg.teacher.get("oracle") else build_model(
+    teacher_architecture = None if fixed else build_model(
         cfg.teacher.model, splits.source.input_shape, "teacher")
     ready = fixed_teacher(cfg, splits, output_dir, checked.oracle_options, teacher_architecture)
     owner = teacher_owner(cfg, splits) if trains_teacher else None
@@ -110,12 +112,8 @@ def preflight(cfg: DictConfig, output_dir: Path) -> RunPlan:
         TeacherStore(cfg.teacher.store).check_writable(owner.digest)
     student, cache_outputs = plan_student(cfg, checked, splits, teacher_reference(cfg, owner, ready), output_dir)
     check_feature_layers(student.schedule.losses, student.model, teacher_architecture)
+    check_model_inputs(cfg, splits.source, {"teacher": teacher_architecture, "student": student.model})
     if splits.source.task == "next_token":
-        for role, model in (("teacher", teacher_architecture), ("student", student.model)):
-            if model is not None and getattr(model, "input_dtype", None) != torch.long:
-                raise ConfigError(f"{role}.model.name={cfg[role].model.name} does not read token ids, but "
-                                  f"data.source={cfg.data.source} gives next-token windows; allowed: a language model "
-                                  f"(gpt, nano_gpt, pico_gpt, micro_gpt)")
         # a prompt the vocabulary cannot spell fails now, not after training
         for index, prompt in enumerate(checked.evaluation.sample_prompts):
             try:
@@ -279,11 +277,15 @@ def _run_group(output_dir: Path) -> str:
     return output_dir.name
 
 
+def teacher_name(cfg) -> str:
+    return cfg.teacher.get("oracle") or ("outputs" if cfg.teacher.get("outputs") is not None else cfg.teacher.model.name)
+
+
 def _print_summary(cfg, metrics: dict, output_dir: Path) -> None:
     teacher_note = f"{metrics['teacher/source']}" + (f", key {metrics['teacher/key']}" if metrics["teacher/key"] else "")
     lines = [
         f"done in {metrics['wall_time_s']:.1f} s -> {output_dir}",
-        f"  teacher  {cfg.teacher.get('oracle') or cfg.teacher.model.name:<6} {metrics['teacher/params']:>9,} params  "
+        f"  teacher  {teacher_name(cfg):<6} {metrics['teacher/params']:>9,} params  "
         f"N={metrics['teacher/train_size']:<6} test acc {metrics['teacher/test/acc']:.4f}  nll {metrics['teacher/test/nll']:.4f}"
         f"  ({teacher_note})",
         f"  student  {cfg.student.model.name:<6} {metrics['student/params']:>9,} params  "

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Run a paper's small reproduction sweep and report on it (docs/reproductions.md discusses the results).
 # Usage: scripts/reproduce.sh PAPER [OUTPUT_DIR]
-#   PAPER: paper000 | paper001 | paper002 | paper003 | paper003_text | paper004 | all
+#   PAPER: paper000 | paper001 | paper002 | paper003 | paper003_text | paper004 | paper000_text | paper004_text | all
 #   OUTPUT_DIR: default outputs/reproductions; each paper writes OUTPUT_DIR/PAPER/{sweep*,report*}
 # The full-scale presets are the same names without `_small` (configs/experiment/PAPER/), meant
 # for a cluster: kdrun experiment=paper002/kappa_sweep hydra/launcher=slurm
 set -euo pipefail
-paper="${1:?usage: scripts/reproduce.sh paper000|paper001|paper002|paper003|paper003_text|paper004|all [OUTPUT_DIR]}"
+paper="${1:?usage: scripts/reproduce.sh paper000|paper001|paper002|paper003|paper003_text|paper004|paper000_text|paper004_text|all [OUTPUT_DIR]}"
 root="${2:-outputs/reproductions}"
 export KDRUN_OUTPUT_ROOT="${KDRUN_OUTPUT_ROOT:-$root}"   # the teacher store lives here too
 quiet=(trainer.enable_progress_bar=false)
@@ -220,8 +220,32 @@ print('[' + ','.join(map(repr, json.loads(min(rows, key=lambda r: float(r['score
       --title "Paper 004: teacher distance to p* and student accuracy (small)" \
       --metrics 'teacher/test/mse_to_bayes,teacher/test/acc,student/test/acc,student/test/mse_to_bayes' \
       --correlate teacher/test/mse_to_bayes:student/test/acc teacher/test/acc:student/test/acc ;;
+  paper000_text)
+    # paper 000's text setting with tiny random-weight RoBERTas on the embedded entailment task
+    out="$root/paper000_text"; mkdir -p "$out"
+    sweep "$out/sweep" experiment=paper000/text_mnli_small
+    kdrun-report "$out/sweep" --out "$out/report" --title "Paper 000: KD vs one-hot and late switching (small, text)" \
+      --compare schedule.at=0.0 --against schedule.at=1.0 --pair-by seed \
+      --metrics 'student/test/acc,student/test/nll,student/train/acc,student/test/agreement' ;;
+  paper004_text)
+    # paper 004's T5 -> BERT setting with tiny random-weight models on the embedded tasks (labels withheld)
+    out="$root/paper004_text"; mkdir -p "$out"
+    for spec in sst2:experiment=paper004/nlp_sst2_small mnli:experiment=paper004/nlp_mnli_small; do
+      task="${spec%%:*}" preset="${spec#*:}"
+      if [[ ! -f "$out/search_$task/ptloss_epsilon.json" ]]; then
+        echo "== kdrun-ptloss-search -> $out/search_$task"
+        kdrun-ptloss-search "$preset" hydra.mode=RUN "hydra.run.dir=$out/search_$task" \
+          search.max_order=5 > "$out/search_$task.log" 2>&1 || { echo "search failed, see $out/search_$task.log"; exit 1; }
+      fi
+      sweep "$out/sweep_baselines_$task" "$preset"
+      sweep "$out/sweep_ptloss_$task" "$preset" loss=ptloss \
+        "loss.epsilon_file=$(cd "$out/search_$task" && pwd)/ptloss_epsilon.json" 'hydra.sweeper.params={seed: "0,1,2"}'
+      kdrun-report "$out/sweep_baselines_$task" "$out/sweep_ptloss_$task" --out "$out/report_$task" \
+        --title "Paper 004: PTLoss vs KL and baselines, $task (small, text)" --compare loss=ptloss --against loss=kl \
+        --pair-by seed --metrics 'student/test/acc,student/test/nll,student/test/ece,student/val/acc'
+    done ;;
   all)
-    for p in paper000 paper001 paper002 paper003 paper003_text paper004; do "$0" "$p" "$root"; done ;;
+    for p in paper000 paper001 paper002 paper003 paper003_text paper004 paper000_text paper004_text; do "$0" "$p" "$root"; done ;;
   *)
-    echo "unknown paper '$paper'; allowed: paper000 paper001 paper002 paper003 paper003_text paper004 all" >&2; exit 2 ;;
+    echo "unknown paper '$paper'; allowed: paper000 paper001 paper002 paper003 paper003_text paper004 paper000_text paper004_text all" >&2; exit 2 ;;
 esac

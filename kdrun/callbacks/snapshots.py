@@ -88,7 +88,7 @@ class LogitSnapshots(Callback):
                 index, labels, student_logits = collect_logits(pl_module.student, loader)
                 logits[f"{split}_student_logits"] = student_logits.numpy()
                 if first:
-                    _, _, teacher_logits = collect_logits(pl_module.teacher, loader)
+                    _, _, teacher_logits = collect_logits(pl_module.teacher, loader, split)
                     samples.update({f"{split}_index": index, f"{split}_label": labels.numpy(),
                                     f"{split}_teacher_logits": teacher_logits.numpy()})
         np.savez_compressed(self.directory / f"step_{step}.npz", **logits)

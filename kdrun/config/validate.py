@@ -81,15 +81,17 @@ def _check_teacher(cfg) -> dict:
     teacher = check_mapping(cfg.teacher, "teacher")
     oracle_options = check_oracle_config(teacher)
     check_teacher_precision(teacher.get("precision", "float32"))
-    checkpoint = teacher.checkpoint
-    if checkpoint is not None and teacher.get("oracle"):
-        raise ConfigError(f"teacher.checkpoint={checkpoint!r} and teacher.oracle={teacher.oracle} both choose the "
-                          f"teacher; allowed: one of them")
-    if checkpoint is not None and not Path(str(checkpoint)).is_file():
-        raise ConfigError(f"teacher.checkpoint={checkpoint!r}: no such file; give the path of saved teacher weights")
+    checkpoint, outputs = teacher.checkpoint, teacher.get("outputs")
+    chosen = [f"teacher.{key}={value!r}" for key, value in (("checkpoint", checkpoint), ("oracle", teacher.get("oracle")),
+                                                           ("outputs", outputs)) if value is not None]
+    if len(chosen) > 1:
+        raise ConfigError(f"{' and '.join(chosen)} each choose the teacher; allowed: one of them")
+    if checkpoint is not None and not (Path(str(checkpoint)).is_file() or Path(str(checkpoint)).is_dir()):
+        raise ConfigError(f"teacher.checkpoint={checkpoint!r}: no such file; give the path of saved teacher weights "
+                          f"(or, for a Hugging Face teacher, its save_pretrained directory)")
     check_string(teacher.get("store"), "teacher.store", meaning="the teacher store's directory")
     auto_switch(teacher, "cache_outputs", "teacher")
-    if teacher.get("oracle") or checkpoint is not None:
+    if teacher.get("oracle") or checkpoint is not None or outputs is not None:
         # An imported or oracle teacher never trains: its seed and recipe are never read (the pipeline
         # plans only a teacher it trains), so they need not be valid, like any setting a run ignores.
         return oracle_options

@@ -48,6 +48,8 @@ def check_data_config(cfg) -> None:
     check_choice(cfg.get("split", "standard"), "data.split", SPLIT_PRESETS)
     check_fraction(cfg.get("distill_fraction", 0.5), "data.distill_fraction", False, False,
                    meaning="distill4: the share of the training pool that forms the distill part")
+    check_whole_number(cfg.get("distill_size"), "data.distill_size", minimum=1, allow_none=True,
+                       meaning="distill4: the distill part's number of samples (null: data.distill_fraction)")
     check_label_noise_config(cfg.get("label_noise"))
 
 
@@ -192,7 +194,11 @@ def distill4_partition(targets: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray
         )
     fraction = cfg.get("distill_fraction", 0.5)  # in (0, 1): check_data_config
     order = seeded_order(targets, cfg.pool_seed, stratified=True)
-    cut = len(targets) - round(float(fraction) * len(targets))
+    size = cfg.get("distill_size")
+    if size is not None and size >= len(targets):
+        raise ConfigError(f"data.distill_size={size} leaves the teacher no sample of the {len(targets)} in the training "
+                          f"pool; allowed: 1..{len(targets) - 1}")
+    cut = len(targets) - (int(size) if size is not None else round(float(fraction) * len(targets)))
     return np.sort(order[:cut]), np.sort(order[cut:])
 
 

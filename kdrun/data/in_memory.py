@@ -64,6 +64,8 @@ def fast_path_obstacle(data_cfg, splits) -> str | None:
         return f"data.augment={data_cfg.augment} draws random inputs per sample"
     if int(data_cfg.get("num_workers", 0)) != 0:
         return f"data.num_workers={data_cfg.num_workers} asks for loader worker processes"
+    if splits.source.input_kind == "text":
+        return f"data.source={data_cfg.source} gives raw text, which each model tokenizes itself"
     if not splits.source.samples_in_memory:
         return f"data.source={data_cfg.source} reads its samples from files one by one"
     return None

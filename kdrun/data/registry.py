@@ -23,7 +23,7 @@ def check_source_config(cfg) -> None:
     if options is not None:  # first: the declared shape may be made of them (image_size)
         options(cfg)
     check_whole_number(cfg.get("num_classes"), "data.num_classes", minimum=1, allow_none=True,
-                       meaning="null: text sources fill in their vocabulary size; image_folder needs it set")
+                       meaning="null: text sources fill in their vocabulary size or label count; image_folder needs it set")
     shape = check_list(cfg.get("input_shape"), "data.input_shape", allow_none=True,
                        meaning="the source's input shape, e.g. [3, 32, 32]")
     for index, size in enumerate(shape or []):
@@ -36,8 +36,9 @@ def check_source_config(cfg) -> None:
 def load_source(cfg) -> SourceSplits:
     check_source_config(cfg)
     splits = SOURCES.get(cfg.source)(cfg)
-    if cfg.num_classes is None and splits.task == "next_token":
-        cfg.num_classes = splits.num_classes  # the tokenizer's vocabulary; the models' ${data.num_classes} follow
+    if cfg.num_classes is None and (splits.task == "next_token" or splits.input_kind == "text"):
+        # the tokenizer's vocabulary, or the label names; the models' ${data.num_classes} follow
+        cfg.num_classes = splits.num_classes
     if splits.num_classes != cfg.num_classes:
         raise ConfigError(
             f"data.num_classes={cfg.num_classes} but source {cfg.source!r} has {splits.num_classes} classes"

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from kdrun.config.checks import check_fraction
+from kdrun.errors import ConfigError
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Split:
     dataset: Dataset
     targets: np.ndarray
     oracle_probs: np.ndarray | None = None  # p*(y|x), shape (n, num_classes), synthetic sources only
+    ids: np.ndarray | None = None  # the samples' own ids (text files' id column), where a source has them
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -56,6 +58,10 @@ class SourceSplits:
     teacher_train: Split | None = None
     probe: object | None = None  # kdrun.data.text.ProbeSpec: where data.corruption shows in clean text
     probe_masks: dict[str, np.ndarray] | None = None  # per split: (windows, block_size) probe positions
+    # "tensor": x is a tensor; "text": x is a tuple of one or two strings that each model tokenizes itself
+    # (kdrun.data.text_classification), so teacher and student may use different tokenizers
+    input_kind: str = "tensor"
+    class_names: tuple[str, ...] | None = None
 
     def split(self, name: str) -> Split:
         """A split by name; `teacher_train` is the teacher's view of the training pool (the pool itself if the same)."""
@@ -67,17 +73,24 @@ class SourceSplits:
 def subset_split(split: Split, indices: np.ndarray) -> Split:
     """The samples `indices` of a split, as a split of its own (positions become 0..len-1)."""
     oracle = None if split.oracle_probs is None else split.oracle_probs[indices]
-    return Split(Subset(split.dataset, indices.tolist()), split.targets[indices], oracle)
+    ids = None if split.ids is None else split.ids[indices]
+    return Split(Subset(split.dataset, indices.tolist()), split.targets[indices], oracle, ids)
 
 
-def carve_validation(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    """(training pool, validation split): a seeded, class-stratified `fraction` of `train` held out."""
+def carve_validation(train: Split, held_out: float | int, seed: int, key: str = "data.val_fraction") -> tuple[Split, Split]:
+    """(training pool, validation split): a seeded, class-stratified share of `train` held out, a fraction
+    or (an int) a number of samples."""
     from sklearn.model_selection import train_test_split
 
-    check_fraction(fraction, "data.val_fraction", False, False)
+    if not isinstance(held_out, int):
+        check_fraction(held_out, key, False, False)
     positions = np.arange(len(train))
-    keep, held_out = train_test_split(positions, test_size=fraction, stratify=train.targets, random_state=seed)
-    return subset_split(train, np.sort(keep)), subset_split(train, np.sort(held_out))
+    try:
+        keep, held = train_test_split(positions, test_size=held_out, stratify=train.targets, random_state=seed)
+    except ValueError as error:  # too few samples of a class to stratify
+        raise ConfigError(f"{key}={held_out}: a validation split cannot be carved from the {len(train)} training "
+                          f"samples class by class ({error})") from None
+    return subset_split(train, np.sort(keep)), subset_split(train, np.sort(held))
 
 
 def tensor_split(x: np.ndarray, y: np.ndarray, oracle: np.ndarray | None = None) -> Split:

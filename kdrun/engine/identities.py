@@ -14,6 +14,7 @@ from kdrun.atomic_files import file_sha256
 from kdrun.engine.recipes import RECIPE_KEYS
 from kdrun.engine.resume import StageOwner
 from kdrun.engine.trainer import resolve_precision
+from kdrun.models.hf_files import directory_digest, pretrained_files
 
 # Data keys that say where files live or how batches are fetched, never what is trained on
 # (the in-memory path gives the DataLoader's batches bit for bit).
@@ -24,9 +25,14 @@ def teacher_reference(cfg: DictConfig, owner: StageOwner | None, ready=None) -> 
     """Which teacher the student distils from: its store key, the imported file's SHA-256, or the oracle."""
     if owner is not None:
         return {"store_key": owner.digest}
+    if cfg.teacher.get("outputs") is not None:
+        digest = ready.meta.get("outputs_sha256") if ready is not None else None
+        return {"outputs_sha256": digest or file_sha256(Path(str(cfg.teacher.outputs)))}
     if cfg.teacher.checkpoint is not None:
         digest = ready.meta.get("checkpoint_sha256") if ready is not None else None
-        return {"checkpoint_sha256": digest or file_sha256(Path(str(cfg.teacher.checkpoint)))}
+        checkpoint = Path(str(cfg.teacher.checkpoint))
+        return {"checkpoint_sha256": digest or (directory_digest(checkpoint) if checkpoint.is_dir()
+                                                else file_sha256(checkpoint))}
     return {"oracle": cfg.teacher.oracle, "options": OmegaConf.to_container(cfg.teacher.oracle_options, resolve=True)}
 
 
@@ -36,7 +42,7 @@ def student_identity(cfg: DictConfig, splits, seeds, teacher: dict, cache_output
     analysis, divergence or output settings, which change no weight."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
     student = OmegaConf.to_container(cfg.student, resolve=True)
-    return {
+    identity = {
         "data": {key: value for key, value in data.items() if key not in LOCATION_DATA_KEYS},
         "student_indices_sha256": hashlib.sha256(
             np.ascontiguousarray(splits.student_indices, dtype=np.int64).tobytes()).hexdigest(),
@@ -51,6 +57,10 @@ def student_identity(cfg: DictConfig, splits, seeds, teacher: dict, cache_output
         "precision": resolve_precision(cfg.trainer.get("precision")),
         "trainer_gradient_clip_val": cfg.trainer.get("gradient_clip_val"),
     }
+    files = pretrained_files(cfg.student.model)  # pretrained weights and tokenizers read from directories
+    if files:
+        identity["model_files"] = files
+    return identity
 
 
 def cache_mode(cfg, cache_outputs: bool) -> str:

@@ -16,6 +16,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from kdrun.atomic_files import atomic_path
+from kdrun.data.batches import to_device
+from kdrun.teachers.outputs_file import logits_of
 from kdrun.metrics import (BINARY_CONVENTIONS, classification_metrics, completion_probe, linear_cka,
                            mse_to_bayes, similarity_metrics)
 from kdrun.metrics.per_sample import confidence_by_noise, confidence_deviations
@@ -90,7 +92,7 @@ class Outputs:
 
 
 @torch.inference_mode()
-def collect_outputs(model: nn.Module, loader: DataLoader, feature_samples: int = 0) -> Outputs:
+def collect_outputs(model: nn.Module, loader: DataLoader, feature_samples: int = 0, split: str = "") -> Outputs:
     """Logits over a loader with the model in eval mode, plus `model.features(x)` of the first
     `feature_samples` inputs for zoo models (other models, e.g. oracles, have no features)."""
     was_training = model.training
@@ -101,7 +103,7 @@ def collect_outputs(model: nn.Module, loader: DataLoader, feature_samples: int =
     # parameter-free teachers (oracles) still carry a buffer that follows the module's device
     device = next(iter([*model.parameters(), *model.buffers()]), torch.zeros(())).device
     for x, y, index in loader:
-        x = x.to(device)
+        x = to_device(x, device)
         if keep_features:  # the same single pass: head(features(x)) is the model's forward
             representation = model.features(x)
             logits.append(model.head(representation).float().cpu())
@@ -109,7 +111,7 @@ def collect_outputs(model: nn.Module, loader: DataLoader, feature_samples: int =
                 features.append(representation[: feature_samples - kept].float().cpu())
                 kept += len(features[-1])
         else:
-            logits.append(model(x).float().cpu())
+            logits.append(logits_of(model, x, index, split).float().cpu())  # `split`: outputs-only teachers
         labels.append(y)
         indices.append(index)
     model.train(was_training)
@@ -135,9 +137,9 @@ def _per_position(values: np.ndarray, time: int | None) -> np.ndarray:
     return values.reshape(-1) if values.ndim == 2 and values.shape[1] == time else np.repeat(values, time, axis=0)
 
 
-def collect_logits(model: nn.Module, loader: DataLoader) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-    """(dataset indices, labels, logits) over a loader, in loader order, with the model in eval mode."""
-    outputs = collect_outputs(model, loader)
+def collect_logits(model: nn.Module, loader: DataLoader, split: str = "") -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """(dataset indices, labels, logits) over a loader of `split`, in loader order, with the model in eval mode."""
+    outputs = collect_outputs(model, loader, split=split)
     return outputs.index, outputs.labels, outputs.logits
 
 
@@ -157,8 +159,8 @@ def evaluate(teacher: nn.Module, student: nn.Module, loaders: dict[str, DataLoad
     arrays: dict[str, np.ndarray] = {}
     for split, loader in loaders.items():
         feature_samples = options.cka_samples if split == CKA_SPLIT else 0
-        teacher_out = collect_outputs(teacher, loader, feature_samples)
-        student_out = collect_outputs(student, loader, feature_samples)
+        teacher_out = collect_outputs(teacher, loader, feature_samples, split)
+        student_out = collect_outputs(student, loader, feature_samples, split)
         windows = teacher_out.index
         (teacher_out, time), (student_out, _) = as_positions(teacher_out), as_positions(student_out)
         index, labels = teacher_out.index, teacher_out.labels

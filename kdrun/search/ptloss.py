@@ -59,6 +59,7 @@ def teacher_dev_probabilities(cfg, output_dir: Path):
     from kdrun.data.datamodule import DataSplits
     from kdrun.engine.trainer import quiet_framework_chatter
     from kdrun.teachers.obtain import obtain_teacher
+    from kdrun.teachers.outputs_file import logits_of
 
     quiet_framework_chatter()
     checked = validate_config(cfg)
@@ -70,8 +71,8 @@ def teacher_dev_probabilities(cfg, output_dir: Path):
     model = teacher.model.eval()
     probs, labels = [], []
     with torch.no_grad():
-        for x, y, _ in splits.loader("val", indices):
-            probs.append(torch.softmax(model(x).double(), dim=-1))
+        for x, y, index in splits.loader("val", indices):
+            probs.append(torch.softmax(logits_of(model, x, index, "val").double(), dim=-1))
             labels.append(y)
     return torch.cat(probs), torch.cat(labels), teacher
 

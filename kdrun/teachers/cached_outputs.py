@@ -39,13 +39,15 @@ import torch
 from torch import nn
 
 from kdrun.atomic_files import torch_save
-from kdrun.config.checks import auto_switch_applies, check_choice, check_number, check_whole_number
+from kdrun.data.batches import input_digest, to_device
+from kdrun.config.checks import auto_switch, auto_switch_applies, check_choice, check_number, check_whole_number
 from kdrun.errors import ConfigError
 from kdrun.teachers.top_k import compress as top_k_compress
 from kdrun.data.transforms import augments
 from kdrun.engine.distributed import process_rank
 from kdrun.losses.interface import FeatureLoss
 from kdrun.engine.teacher_forward import teacher_forward
+from kdrun.teachers.outputs_file import OutputsTeacher
 from kdrun.teachers.store import StoreNotWritable, TeacherStore, not_writable
 
 log = logging.getLogger("kdrun")
@@ -122,9 +124,17 @@ def over_budget(cfg, splits) -> str | None:
 
 def check_cache_config(cfg, schedule, splits=None) -> bool:
     """Whether this run caches teacher outputs; ConfigError for `cache_outputs=true` where invalid.
-    `auto` also leaves the teacher online when the tables would exceed teacher.cache_max_mb."""
+    `auto` also leaves the teacher online when the tables would exceed teacher.cache_max_mb. A teacher
+    known only through its outputs (teacher.outputs) is its tables: it cannot run online."""
     cache_dtype(cfg)
     cache_top_k(cfg, splits)
+    if cfg.teacher.get("outputs") is not None:
+        reason = cache_obstacle(cfg, schedule)
+        if reason is not None or auto_switch(cfg.teacher, "cache_outputs", "teacher") == "false":
+            raise ConfigError(f"teacher.outputs={cfg.teacher.outputs} gives the teacher's outputs per sample only, but "
+                              f"{reason or 'teacher.cache_outputs=false asks to run it online'}; allowed: fixed "
+                              f"student inputs, losses that read only the teacher's outputs, cache_outputs=auto/true")
+        return True
     enabled = auto_switch_applies(cfg.teacher, "cache_outputs", "teacher", lambda: cache_obstacle(cfg, schedule),
                                   "needs fixed student inputs and losses that read only the teacher's logits")
     if enabled and splits is not None and str(cfg.teacher.get("cache_outputs", "auto")) == "auto":
@@ -143,6 +153,9 @@ def teacher_outputs(cfg, splits, teacher, enabled: bool) -> TeacherOutputs | Non
 
     def compute():
         return compute_logits(teacher.model, splits, _compute_device(cfg), precision, dtype, top_k)
+
+    if isinstance(teacher.model, OutputsTeacher):  # teacher.outputs: the file's tables are the cache
+        return TeacherOutputs(stored_tables(teacher.model.tables, dtype, top_k), "file", False)
 
     if teacher.key is None:  # imported or oracle teacher: not in the store
         return TeacherOutputs(compute(), "run", True)
@@ -181,6 +194,12 @@ def teacher_outputs(cfg, splits, teacher, enabled: bool) -> TeacherOutputs | Non
         lock.release()
 
 
+def stored_tables(tables: dict[str, torch.Tensor], dtype: torch.dtype, top_k: int | None) -> dict:
+    """Per-split logits as the cache stores them: as `dtype`, or top-k tables (kdrun.teachers.top_k)."""
+    return {split: table.to(dtype) if top_k is None else top_k_compress(table, top_k, dtype)
+            for split, table in tables.items()}
+
+
 @torch.inference_mode()
 def compute_logits(model: nn.Module, splits, device: torch.device, precision: str = "float32",
                    dtype: torch.dtype = torch.float32, top_k: int | None = None) -> dict:
@@ -197,7 +216,7 @@ def compute_logits(model: nn.Module, splits, device: torch.device, precision: st
             loader = splits.loader(split, batch_size=COMPUTE_BATCH_SIZE)  # eval transform: the student's inputs
             table = None
             for x, _, index in loader:
-                batch = teacher_forward(model, x.to(device), precision).cpu()
+                batch = teacher_forward(model, to_device(x, device), precision).cpu()
                 parts = {"logits": batch.to(dtype)} if top_k is None else top_k_compress(batch, top_k, dtype)
                 if table is None:  # one row per sample, shaped as the model's output for one sample
                     table = {name: torch.empty(len(loader.dataset), *part.shape[1:], dtype=part.dtype)
@@ -215,7 +234,7 @@ def input_fingerprint(splits) -> str:
     digest = hashlib.sha256()
     for split in CACHED_SPLITS:
         x, _, _ = next(iter(splits.loader(split, batch_size=FINGERPRINT_SAMPLES)))
-        digest.update(x.float().contiguous().numpy().tobytes())
+        input_digest(x, digest)
     return digest.hexdigest()[:20]
 
 

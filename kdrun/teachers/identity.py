@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 from kdrun.engine.recipes import RECIPE_KEYS
 from kdrun.engine.resume import StageOwner
 from kdrun.engine.trainer import resolve_precision
+from kdrun.models.hf_files import pretrained_files
 from kdrun.teachers.store import teacher_key
 
 # Data keys that change what the student sees but not the teacher (or only where files live).
@@ -18,7 +19,7 @@ NOT_TEACHER_DATA_KEYS = {"kappa", "student_size", "stratified", "num_workers", "
 def teacher_identity(cfg: DictConfig, splits) -> dict:
     """Everything that determines a trained teacher: its key in the store."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    return {
+    identity = {
         "data": {k: v for k, v in data.items() if k not in NOT_TEACHER_DATA_KEYS},
         "teacher_indices_sha256": splits.teacher_indices_digest(),
         "architecture": OmegaConf.to_container(cfg.teacher.model, resolve=True),
@@ -29,6 +30,10 @@ def teacher_identity(cfg: DictConfig, splits) -> dict:
         },
         "seed": cfg.teacher.seed,
     }
+    files = pretrained_files(cfg.teacher.model)  # pretrained weights and tokenizers read from directories
+    if files:
+        identity["architecture_files"] = files
+    return identity
 
 
 def teacher_owner(cfg: DictConfig, splits) -> StageOwner:

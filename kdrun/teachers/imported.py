@@ -18,6 +18,8 @@ def load_teacher_checkpoint(path: Path | str, model: nn.Module, model_name: str 
     `student.`/`model.` prefix (a kdrun student checkpoint can serve as a teacher).
     """
     path = Path(path)
+    if path.is_dir():
+        return _load_pretrained_directory(path, model, model_name)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -39,3 +41,19 @@ def load_teacher_checkpoint(path: Path | str, model: nn.Module, model_name: str 
             f"options (teacher.model.*). {error}"
         ) from error
     return TeacherResult(model, "imported", None, path, {"checkpoint_sha256": file_sha256(path)})
+
+
+def _load_pretrained_directory(path: Path, model: nn.Module, model_name: str | None) -> TeacherResult:
+    """A Hugging Face teacher fine-tuned elsewhere: the weights of its save_pretrained directory."""
+    from kdrun.models.hf_files import directory_digest, model_directory
+
+    if not hasattr(model, "load_pretrained_weights"):
+        raise ConfigError(f"teacher.checkpoint={str(path)!r} is a directory, which only a Hugging Face teacher "
+                          f"(hf_classifier, hf_t5_classifier) can load; teacher={model_name} needs a weights file")
+    directory = model_directory(str(path), "teacher.checkpoint")
+    try:
+        model.load_pretrained_weights(directory)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ConfigError(f"teacher.checkpoint={str(path)!r} does not fit the teacher architecture "
+                          f"(teacher={model_name}): {str(error)[:400]}") from None
+    return TeacherResult(model, "imported", None, path, {"checkpoint_sha256": directory_digest(directory)})

@@ -22,6 +22,7 @@ from kdrun.config.seeds import derive_seed
 from kdrun.models import build_model
 from kdrun.teachers.imported import load_teacher_checkpoint
 from kdrun.teachers.oracles import build_oracle_teacher
+from kdrun.teachers.outputs_file import OutputsTeacher, load_outputs_file
 from kdrun.teachers.store import TeacherResult, TeacherStore
 
 log = logging.getLogger("kdrun")
@@ -40,6 +41,10 @@ def fixed_teacher(cfg, splits: DataSplits, output_dir: Path, oracle_options: dic
     if cfg.teacher.get("oracle"):
         oracle = build_oracle_teacher(cfg, splits.source, oracle_options)
         return TeacherResult(oracle, f"oracle {cfg.teacher.oracle}", None, output_dir)
+    if cfg.teacher.get("outputs") is not None:
+        tables, digest = load_outputs_file(cfg.teacher.outputs, splits.source)
+        path = Path(str(cfg.teacher.outputs))
+        return TeacherResult(OutputsTeacher(tables, path), "outputs file", None, path, {"outputs_sha256": digest})
     if cfg.teacher.checkpoint is not None:
         model = model or build_model(cfg.teacher.model, splits.source.input_shape, role="teacher")
         return load_teacher_checkpoint(cfg.teacher.checkpoint, model, cfg.teacher.model.name)
