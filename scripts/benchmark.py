@@ -1,6 +1,6 @@
 """Where kdrun's users spend time, as ratios measured in one run (medians of repeats).
 
-    python scripts/benchmark.py [--quick] [--repeats N] [--workload digits|cifar|lm|all]
+    python scripts/benchmark.py [--quick] [--repeats N] [--workload digits|cifar|lm|text|all]
 
 Per workload:
 (a) student training throughput: kdrun (its Lightning module, data path and Trainer, online teacher)
@@ -21,6 +21,8 @@ teacher, ResNet-20 student, batch 64, where the models' arithmetic dominates as 
 `lm` is character-level language-model distillation on the embedded corpus (64-token windows, micro-GPT
 teacher and student, batch 64): (a) counts tokens per second, (b) is KD from cached per-token teacher
 logits against CE, and the hand-written loop flattens the positions as any language-model loop does.
+`text` is text classification on the embedded sentiment task with Hugging Face models (bert_tiny teacher and
+student, batch 32): batches carry raw text, which each model tokenizes itself, in kdrun and in the loop alike.
 Timings on a shared machine are noisy; every ratio compares numbers taken in the same run,
 with the two sides interleaved repeat by repeat.
 """
@@ -112,6 +114,10 @@ def workloads(workdir: Path, quick: bool) -> dict[str, Workload]:
             "lm", "embedded text, 64-token windows, teacher and student micro_gpt, batch 64",
             ["loss=kd", "data=pydoc_topics", f"data.max_chars={60000 if quick else 120000}", "data.block_size=64",
              "teacher=micro_gpt", "student=micro_gpt"]),
+        "text": Workload(
+            "text", "embedded sentiment task, teacher and student bert_tiny (Hugging Face), batch 32",
+            ["loss=kd", "data=toy_sentiment", f"data.train_size={1200 if quick else 3000}", "teacher=bert_tiny",
+             "student=bert_tiny"]),
     }
 
 
@@ -224,6 +230,7 @@ class Setup:
         online, or its logits looked up by sample index from `teacher_outputs`."""
         import torch
 
+        from kdrun.data.batches import to_device
         from kdrun.engine.recipes import build_optimizer
         from kdrun.losses.positions import per_position
 
@@ -240,7 +247,7 @@ class Setup:
         for epoch in range(self.epochs):
             batches.sampler.set_epoch(epoch)
             for x, y, index in batches:
-                x, y, index = x.to(self.device), y.to(self.device), index.to(self.device)
+                x, y, index = to_device(x, self.device), y.to(self.device), index.to(self.device)
                 logits = student(x)
                 teacher_logits = None
                 if schedule.teacher_needed_at(step):
@@ -370,13 +377,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer epochs, images and students")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per timing (default 5, quick 3)")
-    parser.add_argument("--workload", choices=("digits", "cifar", "lm", "all"), default="all",
+    parser.add_argument("--workload", choices=("digits", "cifar", "lm", "text", "all"), default="all",
                         help="which workload's (a) and (b) to measure (default all)")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 5)
     epochs, students = (2, 4) if args.quick else (4, 8)  # of the kdrun runs in (c)
     # epochs per timed fit: digits epochs take ~0.05 s, so several make each timing long enough to be stable
-    fit_epochs = {"digits": 4 if args.quick else 12, "cifar": 1, "lm": 1}
+    fit_epochs = {"digits": 4 if args.quick else 12, "cifar": 1, "lm": 1, "text": 1}
     logging.getLogger("kdrun").setLevel(logging.WARNING)
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -388,7 +395,7 @@ def main() -> None:
     print(f"command: python scripts/benchmark.py{' --quick' if args.quick else ''} --repeats {repeats} "
           f"--workload {args.workload}")
 
-    chosen = ("digits", "cifar", "lm") if args.workload == "all" else (args.workload,)
+    chosen = ("digits", "cifar", "lm", "text") if args.workload == "all" else (args.workload,)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         available = workloads(workdir, args.quick)

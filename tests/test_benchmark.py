@@ -97,3 +97,20 @@ def test_benchmark_script_prints_every_ratio(tmp_path):
         assert line is not None, (label, result.stdout)
         assert float(re.search(r"\s(\d+\.\d{3})\s", line).group(1)) > 0
     assert "peak resident memory" in result.stdout
+
+
+def test_text_workload_compares_like_with_like(tmp_path):
+    """The text workload: kdrun and the hand-written loop train the same Hugging Face student on the same raw-text
+    batches (each model tokenizing them itself), to the same weights."""
+    pytest.importorskip("transformers")
+    benchmark = load_benchmark()
+    overrides = benchmark.workloads(tmp_path, quick=True)["text"].overrides
+    setup = benchmark.Setup(tmp_path, epochs=1, overrides=[*overrides, "data.train_size=96", "data.val_size=16",
+                                                           "data.test_size=16", "student.model.config.hidden_size=16",
+                                                           "teacher.model.config.hidden_size=16"])
+    assert setup.splits.source.input_kind == "text" and not setup.fast_path and setup.unit == "samples"
+    setup.hand_loop()
+    by_hand = weights(setup.last_student)
+    setup.kdrun_fit(setup.kd_schedule)
+    for name, value in weights(setup.last_student).items():
+        assert torch.allclose(value, by_hand[name], atol=1e-5), name

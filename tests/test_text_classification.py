@@ -131,3 +131,12 @@ def test_a_fine_tuned_teacher_directory_is_imported_by_teacher_checkpoint(tmp_pa
     assert imported["teacher/test/acc"] == pytest.approx(first["teacher/test/acc"])
     assert json.loads((run_dir / "metrics.json").read_text())["teacher/key"] == first["teacher/key"]
     assert read_metrics(run_dir)["teacher/test/nll"] == pytest.approx(imported["teacher/test/nll"], rel=1e-5)
+
+
+def test_text_models_train_under_bf16_autocast_with_a_bf16_teacher(tmp_path):
+    """trainer.precision=bf16-mixed (meant for GPUs; CPUs run it too) with the teacher's forward pass in bf16."""
+    metrics, _ = run_in_process(tmp_path, [*TINY, "trainer.precision=bf16-mixed", "teacher.precision=bf16",
+                                           "student.max_steps=2", "teacher.max_steps=2"], quick=False)
+    assert metrics["teacher/precision"] == "bf16"
+    for key in ("teacher/test/nll", "student/test/nll", "student/test/agreement"):
+        assert np.isfinite(metrics[key]), key

@@ -109,7 +109,7 @@ CASES = [
     (["schedule=late_switch", "schedule.to=kdd"], ["schedule.to='kdd'", "allowed: ce, ", "kd, ", "mse_logits"]),
     (["schedule=phases", "schedule.phases=[{loss: ce, until: 0.5}, {loss: nope}]"], ["'nope'", "allowed:"]),
     (["+loss.beta=3"], ["beta", "allowed: alpha, t_squared, temperature"]),
-    (["student.model.name=resnet9000"], ["resnet9000", "allowed: ", "cnn, gpt, logistic_regression, mlp"]),
+    (["student.model.name=resnet9000"], ["resnet9000", "allowed: ", "cnn, gpt, hf_classifier, hf_t5_classifier, logistic_regression, mlp"]),
     (["data=gaussian_binary", "student=cnn", "teacher=mlp"], ["cnn needs image input"]),
     (["student.epochs=0"], ["student.epochs=0", ">= 1"]),
     (["+model=cnn"], ["model=cnn", "teacher=", "student="]),

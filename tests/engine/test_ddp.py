@@ -70,6 +70,22 @@ def test_a_language_model_distils_on_two_processes_as_on_one(tmp_path):
     assert two["student/batch_order_checksum"] == one["student/batch_order_checksum"]
 
 
+@pytest.mark.slow
+def test_text_models_distil_on_two_processes_as_on_one(tmp_path):
+    """Raw-text batches shard across ranks like tensors: a T5 teacher and a BERT student (each tokenizing its own
+    share), without dropout, give one process's metrics on two."""
+    pytest.importorskip("transformers")
+    text = ["data=toy_sentiment", "data.train_size=128", "data.val_size=32", "data.test_size=32", "teacher=t5_tiny",
+            "student=bert_tiny", "teacher.model.config.d_model=16", "teacher.model.config.dropout_rate=0.0",
+            "student.model.config.hidden_size=16", "student.model.config.hidden_dropout_prob=0.0",
+            "student.model.config.attention_probs_dropout_prob=0.0", "teacher.max_steps=4", "student.max_steps=4",
+            "trainer.enable_progress_bar=false", "logger=none"]
+    one, two, _ = one_and_two_processes(text, tmp_path)
+    for key in ("student/test/nll", "student/test/acc", "student/test/agreement", "teacher/test/nll"):
+        assert two[key] == pytest.approx(one[key], abs=TOLERANCE), key
+    assert two["student/batch_order_checksum"] == one["student/batch_order_checksum"]
+
+
 def test_sampler_shards_cover_the_global_batches_and_pad_only_training():
     from kdrun.data.samplers import EpochSeededSampler
 
