@@ -3,11 +3,11 @@
 Two tasks, written so that a small transformer learns them in minutes on a CPU and a teacher's soft
 labels carry information a one-hot label does not:
 
-- `sentiment` (one text, 2 classes): a review of one to three clauses ("the plot was not dull but the
-  acting was superb"). Each clause has a polarity, flipped by a negation; after "but" the last clause
-  decides, otherwise the majority does (ties: the first clause). A `label_noise_rate` share of labels
-  is then flipped at random, so the Bayes-optimal accuracy is below 1 and the Bayes probabilities are
-  not one-hot.
+- `sentiment` (one text, 2 classes): a review of one or two clauses ("the plot was not dull but the
+  acting was superb"). Each clause has a polarity, flipped by a negation; two clauses joined by "and"
+  agree, and after "but" the second clause decides. A `label_noise_rate` share of labels is then
+  flipped at random, so the Bayes-optimal accuracy is below 1 and the Bayes probabilities are not
+  one-hot.
 - `entailment` (a premise and a hypothesis, 3 classes as MNLI: entailment, neutral, contradiction):
   the premise describes an animal by colour, size and action; the hypothesis repeats some attributes
   (entailment), changes one (contradiction), or adds one the premise does not state (neutral).
@@ -38,27 +38,27 @@ ENTAILMENT, NEUTRAL, CONTRADICTION = 0, 1, 2
 TASKS = {"sentiment": ("negative", "positive"), "entailment": ("entailment", "neutral", "contradiction")}
 
 
-def clause(rng: np.random.Generator) -> tuple[str, int]:
-    """One clause and its polarity (1 positive, 0 negative), a negation flipping the adjective's."""
-    positive = bool(rng.integers(2))
-    adjective = rng.choice(POSITIVE if positive else NEGATIVE)
+def clause(rng: np.random.Generator, label: int) -> str:
+    """A clause of polarity `label` (1 positive, 0 negative): an adjective of that polarity, or a negated one of
+    the other."""
     negated = rng.random() < 0.3
+    positive = bool(label) != negated
+    adjective = rng.choice(POSITIVE if positive else NEGATIVE)
     negation = rng.choice(NEGATIONS) if negated else ""
-    text = f"{rng.choice(SUBJECTS)} was {negation}{rng.choice(INTENSIFIERS)}{adjective}"
-    return text, int(positive != negated)
+    return f"{rng.choice(SUBJECTS)} was {negation}{rng.choice(INTENSIFIERS)}{adjective}"
 
 
 def review(rng: np.random.Generator) -> tuple[str, int]:
-    """A review and its clean label (see the module docstring for the rule)."""
-    count = int(rng.choice([1, 2, 3], p=[0.3, 0.45, 0.25]))
-    clauses = [clause(rng) for _ in range(count)]
-    if count > 1 and rng.random() < 0.5:  # "A but B": the clause after "but" decides
-        text = " and ".join(c for c, _ in clauses[:-1]) + " but " + clauses[-1][0]
-        label = clauses[-1][1]
+    """A review and its clean label: one clause, two of the same polarity joined by "and", or two of opposite
+    polarity joined by "but", where the second decides."""
+    label = int(rng.integers(2))
+    shape = rng.choice(["one", "and", "but"], p=[0.4, 0.3, 0.3])
+    if shape == "one":
+        text = clause(rng, label)
+    elif shape == "and":
+        text = f"{clause(rng, label)} and {clause(rng, label)}"
     else:
-        text = " and ".join(c for c, _ in clauses)
-        votes = sum(p for _, p in clauses)
-        label = int(votes * 2 > count) if votes * 2 != count else clauses[0][1]
+        text = f"{clause(rng, 1 - label)} but {clause(rng, label)}"
     return f"{rng.choice(FILLERS)}{text}", label
 
 
