@@ -123,6 +123,10 @@ def binarized(names: tuple[str, ...]) -> tuple[str, ...]:
     return names[0], f"not_{names[0]}"
 
 
+def binarized_labels(labels) -> np.ndarray:
+    return (np.asarray(labels) != 0).astype(np.int64)
+
+
 def read_table(location: str, root: Path, key: str, id_column: str | None = None):
     """A `datasets.Dataset` from a file or a `save_to_disk` directory (`DIR#SPLIT`: one split of a DatasetDict)."""
     try:
@@ -205,10 +209,7 @@ def table_split(table, spec: TableSpec, key: str, binarize: bool, file_split: st
         texts.append(values)
     ids = table[spec.id_column] if spec.id_column else None
     ids = np.asarray([f"{file_split}:{row}" for row in keep] if ids is None else [label_key(ids[row]) for row in keep])
-    labels = np.asarray(labels, dtype=np.int64)
-    if binarize:
-        labels = (labels != 0).astype(np.int64)
-    return text_split(texts, labels, ids)
+    return text_split(texts, binarized_labels(labels) if binarize else labels, ids)
 
 
 def carve(train: Split, cfg, seed: int) -> tuple[Split, Split]:
@@ -297,7 +298,5 @@ def load_generated_text(cfg) -> SourceSplits:
     for offset, name in enumerate(FILE_SPLITS):
         texts, labels, _ = generate(task, int(cfg[f"{name}_size"]), int(cfg.get("generator_seed", 0)) * 3 + offset,
                                     float(cfg.get("label_noise_rate", 0.0)))
-        if binarize:
-            labels = (labels != 0).astype(np.int64)
-        splits[name] = text_split(texts, labels, np.asarray([f"{name}:{row}" for row in range(len(texts))]))
+        splits[name] = text_split(texts, binarized_labels(labels) if binarize else labels, np.asarray([f"{name}:{row}" for row in range(len(texts))]))
     return text_source(splits["train"], splits["val"], splits["test"], binarized(names) if binarize else names)

@@ -10,6 +10,8 @@ teachers of a run agree, and a cache made in another precision is recomputed, ne
 
 from __future__ import annotations
 
+from itertools import chain
+
 import torch
 from torch import nn
 
@@ -26,6 +28,6 @@ def check_teacher_precision(value) -> str:
 def teacher_forward(model: nn.Module, x: torch.Tensor, precision: str = "float32") -> torch.Tensor:
     """The teacher's logits on `x` as float32, computed in `precision` (the caller picks no_grad or inference mode)."""
     # text inputs are tokenized by the model onto its own device (kdrun.data.batches)
-    device = x.device if isinstance(x, torch.Tensor) else next(iter([*model.parameters(), *model.buffers()])).device
+    device = x.device if isinstance(x, torch.Tensor) else next(chain(model.parameters(), model.buffers())).device
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         return model(x).float()
