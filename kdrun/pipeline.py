@@ -42,6 +42,7 @@ from kdrun.models import build_model, count_parameters
 from kdrun.teachers.cached_outputs import TeacherOutputs, check_cache_config, teacher_outputs
 from kdrun.teachers.obtain import fixed_teacher, obtain_teacher, teacher_plan
 from kdrun.teachers.store import TeacherResult, TeacherStore
+from kdrun.teachers.view_cache import open_view_cache, view_cache_applies, view_cache_record
 
 log = logging.getLogger("kdrun")
 
@@ -60,6 +61,7 @@ class RunPlan:
     ready_teacher: TeacherResult | None  # an oracle or imported teacher: nothing trains it
     resume: dict[str, Resume]
     group: str  # the wandb group: the sweep's directory name, else the run's
+    view_cache: bool = False  # the teacher's outputs per (sample, view) under augmentation (kdrun.teachers.view_cache)
 
 
 def run(cfg: DictConfig, output_dir: Path) -> dict:
@@ -110,7 +112,8 @@ def preflight(cfg: DictConfig, output_dir: Path) -> RunPlan:
     owner = teacher_owner(cfg, splits) if trains_teacher else None
     if owner is not None:
         TeacherStore(cfg.teacher.store).check_writable(owner.digest)
-    student, cache_outputs = plan_student(cfg, checked, splits, teacher_reference(cfg, owner, ready), output_dir)
+    student, cache_outputs, view_cache = plan_student(cfg, checked, splits, teacher_reference(cfg, owner, ready),
+                                                      output_dir)
     check_feature_layers(student.schedule.losses, student.model, teacher_architecture)
     check_model_inputs(cfg, splits.source, {"teacher": teacher_architecture, "student": student.model})
     if splits.source.task == "next_token":
@@ -123,7 +126,7 @@ def preflight(cfg: DictConfig, output_dir: Path) -> RunPlan:
     resume = plan_resume(output_dir, {"teacher": owner, "student": student.owner}, cfg.get("resume", "auto"))
     student.resume = resume["student"]
     return RunPlan(checked, splits, teacher_budget, student, use_fast_path(cfg.data, splits), cache_outputs, owner,
-                   ready, resume, _run_group(output_dir))
+                   ready, resume, _run_group(output_dir), view_cache)
 
 
 def check_vocabulary(cfg, splits: DataSplits) -> None:
@@ -142,9 +145,9 @@ def check_vocabulary(cfg, splits: DataSplits) -> None:
 
 
 def plan_student(cfg, checked: CheckedConfig, splits: DataSplits, teacher: dict,
-                 output_dir: Path) -> tuple[Stage, bool]:
+                 output_dir: Path) -> tuple[Stage, bool, bool]:
     """The student stage (its budget and schedules against the data, its initial weights, its analyses),
-    and whether it reads the teacher's outputs from a cache."""
+    whether it reads the teacher's outputs from the tables, and whether from the view cache."""
     budget = stage_budget(cfg.student, splits, "student")
     lr_plan = plan_steps(cfg.student.lr_schedule, budget.steps_per_epoch, budget.total_steps, "student")
     schedule = LossSchedule(checked.phases, budget.total_steps, cfg.schedule.get("window_align", "start"),
@@ -155,19 +158,31 @@ def plan_student(cfg, checked: CheckedConfig, splits: DataSplits, teacher: dict,
             raise ConfigError(
                 f"data.split=distill4 withholds labels from the student, but loss {', '.join(needing)} uses them; "
                 f"allowed: losses without a label term (e.g. loss=kd loss.alpha=1.0)")
-    cache_outputs = check_cache_config(cfg, schedule, splits)  # cache_outputs=true where it cannot apply fails
+    # augmentation with a finite view set: the view cache; else the tables where valid (true where neither applies fails)
+    view_cache = view_cache_applies(cfg, schedule, splits)
+    cache_outputs = False if view_cache else check_cache_config(cfg, schedule, splits)
     torch.manual_seed(student_init_seed(cfg, checked.seeds))
     model = build_model(cfg.student.model, splits.source.input_shape, role="student")
     analysis = analysis_callbacks(cfg, splits, model, output_dir, budget.total_steps, checked.analysis)
-    owner = StageOwner.of("student", student_identity(cfg, splits, checked.seeds, teacher, cache_outputs))
+    owner = StageOwner.of("student", student_identity(cfg, splits, checked.seeds, teacher, cache_outputs, view_cache))
     return Stage("student", model, schedule, cfg.student, budget, lr_plan, checked.seeds.data_order, owner,
-                 teacher_precision=cfg.teacher.get("precision", "float32"), callbacks=tuple(analysis)), cache_outputs
+                 teacher_precision=cfg.teacher.get("precision", "float32"), callbacks=tuple(analysis)), \
+        cache_outputs, view_cache
 
 
 def cache_teacher_outputs(cfg, plan: RunPlan, teacher: TeacherResult) -> TeacherOutputs | None:
     """The teacher's logits, cached for every student of the teacher (or None: it runs online)."""
-    cached = teacher_outputs(cfg, plan.splits, teacher, plan.cache_outputs)
+    if plan.view_cache:
+        views = open_view_cache(cfg, plan.splits, teacher)
+        cached = TeacherOutputs({}, "store", False, views) if views is not None else None
+    else:
+        cached = teacher_outputs(cfg, plan.splits, teacher, plan.cache_outputs)
     log.info("teacher: %s (%s)", teacher.source, f"key {teacher.key}" if teacher.key else teacher.path)
+    if cached is not None and cached.views is not None:
+        views = cached.views
+        log.info("teacher outputs: view cache of %d views per sample, %.1f%% filled%s; data path: DataLoader",
+                 views.views, 100 * views.fill_ratio(), "" if views.writable else " (read-only: nothing is added)")
+        return cached
     log.info("teacher outputs: %s%s; data path: %s", "cached" if cached else "online",
              f" ({'computed' if cached.computed else 'reused'}, kept in the {cached.where})" if cached else "",
              "in-memory" if plan.fast_path else "DataLoader")
@@ -179,8 +194,15 @@ def train_student(cfg, plan: RunPlan, teacher: TeacherResult, cached: TeacherOut
     """Distil the student under the loss schedule, from the teacher or its cached logits."""
     plan.student.teacher = teacher.model
     plan.student.teacher_outputs = cached.logits if cached else None
-    return train_stage(cfg, plan.splits, plan.student, output_dir, plan.group, plan.fast_path,
-                       plan.checked.divergence)
+    if cached is not None and cached.views is not None:  # the student's views, drawn as its loader draws them
+        plan.student.view_cache = cached.views
+        plan.student.view_stream = plan.splits.view_stream(plan.student.order_seed)
+    try:
+        return train_stage(cfg, plan.splits, plan.student, output_dir, plan.group, plan.fast_path,
+                           plan.checked.divergence)
+    finally:
+        if plan.student.view_cache is not None:
+            plan.student.view_cache.close()  # its read-only maps still answer the fill ratio
 
 
 def evaluate_run(plan: RunPlan, teacher: TeacherResult, output_dir: Path) -> dict:
@@ -226,7 +248,8 @@ def run_record(cfg, plan: RunPlan, teacher: TeacherResult, cached: TeacherOutput
         "student/params": count_parameters(plan.student.model),
         "teacher/source": teacher.source,
         "teacher/key": teacher.key,
-        "teacher/outputs": cache_mode(cfg, cached is not None),  # cached, cached float16, cached top-8 ...
+        "teacher/outputs": cache_mode(cfg, cached is not None, bool(cached and cached.views)),  # cached float16 ...
+        **view_cache_record(cached.views if cached else None),
         "teacher/outputs_cache": cached.where if cached else None,
         "teacher/outputs_computed": bool(cached and cached.computed),
         "teacher/precision": plan.student.teacher_precision,

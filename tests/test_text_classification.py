@@ -106,6 +106,9 @@ def test_models_and_sources_of_other_kinds_are_refused_before_training(tmp_path)
     # a template without the second text of a pair fails at the preflight, not in training
     with pytest.raises(ConfigError, match="template"):
         run_in_process(tmp_path, [*TINY, "data=toy_entailment", "teacher.model.template='{0} {2}'"], quick=False)
+    # ... and so does one that names only the premise, which would silently drop every hypothesis
+    with pytest.raises(ConfigError, match=r"template='\{0\}' places the texts \[0\], but each sample has 2"):
+        run_in_process(tmp_path, [*TINY, "data=toy_entailment", "teacher.model.template='{0}'"], quick=False)
     assert not (tmp_path / "teacher_store").exists() or not any((tmp_path / "teacher_store").iterdir())
 
 

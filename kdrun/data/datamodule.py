@@ -18,6 +18,7 @@ from kdrun.data.registry import load_source
 from kdrun.data.sources import SourceSplits
 from kdrun.data.subsets import check_subset_config, kappa_subsets, seeded_order
 from kdrun.data.transforms import PRESETS, build_transforms
+from kdrun.data.views import CropFlipViews, ViewStream, finite_views
 from kdrun.errors import ConfigError
 from kdrun.config.seeds import Seeds
 from kdrun.config.checks import (check_choice, check_flag, check_fraction, check_mapping, check_number,
@@ -65,12 +66,43 @@ class IndexedDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int):
-        x, y = self.dataset[index]
+        return self._finish(*self.dataset[index], index)
+
+    def _finish(self, x, y, index: int):
         if self.transform is not None:
             x = self.transform(x)
         if self.labels is not None:
             y = int(self.labels[index])
         return x, y, index
+
+
+class ViewedDataset(IndexedDataset):
+    """An IndexedDataset whose training samples get the view their stream draws: keys are (dataset index,
+    epoch), so loader workers need no state to agree with the training process on an epoch's views."""
+
+    def __init__(self, dataset: Dataset, views: CropFlipViews, stream: ViewStream, finish: Callable | None,
+                 labels: np.ndarray | None = None):
+        super().__init__(dataset, finish, labels)
+        self.views, self.stream = views, stream
+
+    def __getitem__(self, key):
+        index, epoch = key
+        x, y = self.dataset[index]
+        return self._finish(self.views.apply(x, int(self.stream.table(epoch)[index])), y, index)
+
+
+class KeyedSubset(Dataset):
+    """A subset for (position, epoch) keys: the position picks the dataset index, the epoch passes through."""
+
+    def __init__(self, dataset: Dataset, indices: list[int]):
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key):
+        position, epoch = key
+        return self.dataset[(self.indices[position], epoch)]
 
 
 @dataclass
@@ -88,6 +120,7 @@ class DataSplits:
     train_transform: Callable | None = None
     eval_transform: Callable | None = None
     world_size: int = 1  # training processes (DDP ranks): each trains on 1/world_size of every epoch
+    views: CropFlipViews | None = None  # the augmentation's finite view set (kdrun.data.views), if it has one
     # whole splits gathered into tensors by the fast data path, once per run (kdrun.data.in_memory)
     gathered: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -112,8 +145,9 @@ class DataSplits:
             )
         else:  # distill4 (check_data_config allows no other)
             teacher, student = distill4_partition(source.train.targets, cfg)
+        views = finite_views(cfg, source.input_shape[-1] if source.image else None)
         return cls(source, teacher, student, train_labels, noise_mask, preset == "distill4",
-                   int(cfg.batch_size), int(cfg.num_workers), train_transform, eval_transform)
+                   int(cfg.batch_size), int(cfg.num_workers), train_transform, eval_transform, views=views)
 
     @property
     def num_classes(self) -> int:
@@ -121,6 +155,12 @@ class DataSplits:
 
     def teacher_indices_digest(self) -> str:
         return hashlib.sha256(np.ascontiguousarray(self.teacher_indices, dtype=np.int64).tobytes()).hexdigest()
+
+    def view_stream(self, order_seed: int, split: str = "train") -> ViewStream | None:
+        """The views a training stage with `order_seed` draws over `split`'s pool, or None without a view set."""
+        if self.views is None:
+            return None
+        return ViewStream(order_seed, len(self.source.split(split)), self.views.count)
 
     def loader(self, split: str, indices: np.ndarray | None = None, order_seed: int | None = None,
                augment: bool = False, labels: np.ndarray | None = None, batch_size: int | None = None,
@@ -133,12 +173,18 @@ class DataSplits:
         if labels is None and split in ("train", "teacher_train") and self.source.task == "classification":
             labels = self.train_labels
         transform = self.train_transform if augment else self.eval_transform
-        dataset: Dataset = IndexedDataset(self.source.split(split).dataset, transform, labels)
+        viewed = augment and order_seed is not None and self.views is not None
+        base = self.source.split(split).dataset
+        if viewed:  # each sample's view from the stage's stream, then the deterministic conversion
+            dataset: Dataset = ViewedDataset(base, self.views, self.view_stream(order_seed, split),
+                                             self.eval_transform, labels)
+        else:
+            dataset = IndexedDataset(base, transform, labels)
         if indices is not None:
-            dataset = Subset(dataset, indices.tolist())
+            dataset = (KeyedSubset if viewed else Subset)(dataset, indices.tolist())
         rank, replicas = shard or (0, 1)
         # the order of an epoch depends on (order_seed, epoch) only: a resumed run replays it exactly
-        sampler = (EpochSeededSampler(len(dataset), order_seed, replicas, rank, pad)
+        sampler = (EpochSeededSampler(len(dataset), order_seed, replicas, rank, pad, keyed=viewed)
                    if order_seed is not None or replicas > 1 else None)
         return DataLoader(
             dataset, batch_size=batch_size or self.batch_size, sampler=sampler,

@@ -30,11 +30,12 @@ def epoch_permutation(size: int, seed: int, epoch: int) -> torch.Tensor:
 
 class EpochSeededSampler(Sampler[int]):
     def __init__(self, size: int, order_seed: int | None = None, num_replicas: int = 1, rank: int = 0,
-                 pad: bool = True):
+                 pad: bool = True, keyed: bool = False):
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
         self.size, self.order_seed = int(size), order_seed
         self.num_replicas, self.rank, self.pad = int(num_replicas), int(rank), pad
+        self.keyed = keyed  # yield (position, epoch): the key of a sample's view (kdrun.data.views)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -51,4 +52,7 @@ class EpochSeededSampler(Sampler[int]):
         if self.num_replicas > 1 and self.pad:
             total = len(self) * self.num_replicas
             order = order.repeat(-(-total // max(self.size, 1)))[:total]
-        return iter(order[self.rank::self.num_replicas].tolist())
+        positions = order[self.rank::self.num_replicas].tolist()
+        if self.keyed:
+            return iter([(position, self.epoch) for position in positions])
+        return iter(positions)

@@ -36,7 +36,8 @@ def teacher_reference(cfg: DictConfig, owner: StageOwner | None, ready=None) -> 
     return {"oracle": cfg.teacher.oracle, "options": OmegaConf.to_container(cfg.teacher.oracle_options, resolve=True)}
 
 
-def student_identity(cfg: DictConfig, splits, seeds, teacher: dict, cache_outputs: bool) -> dict:
+def student_identity(cfg: DictConfig, splits, seeds, teacher: dict, cache_outputs: bool,
+                     view_cache: bool = False) -> dict:
     """Everything that determines the student's training: data and kappa subset, seeds, model, recipe with
     its budget, loss, schedule, teacher (and its precision), precision. Not the logger, evaluation,
     analysis, divergence or output settings, which change no weight."""
@@ -53,7 +54,7 @@ def student_identity(cfg: DictConfig, splits, seeds, teacher: dict, cache_output
         "loss": OmegaConf.to_container(cfg.loss, resolve=True),
         "schedule": OmegaConf.to_container(cfg.schedule, resolve=True),
         "teacher": {**teacher, "precision": cfg.teacher.get("precision", "float32")},  # teacher_reference
-        "teacher_outputs": cache_mode(cfg, cache_outputs),
+        "teacher_outputs": cache_mode(cfg, cache_outputs, view_cache),
         "precision": resolve_precision(cfg.trainer.get("precision")),
         "trainer_gradient_clip_val": cfg.trainer.get("gradient_clip_val"),
     }
@@ -63,10 +64,12 @@ def student_identity(cfg: DictConfig, splits, seeds, teacher: dict, cache_output
     return identity
 
 
-def cache_mode(cfg, cache_outputs: bool) -> str:
-    """online | cached | cached float16 | cached top-8 ...: float16 and top-k tables give the student other
-    (rounded or approximated) targets; an exact float32 cache keeps the plain "cached"."""
+def cache_mode(cfg, cache_outputs: bool, view_cache: bool = False) -> str:
+    """online | cached | cached float16 | cached top-8 | view cache | view cache float16: float16 and top-k
+    tables give the student other (rounded or approximated) targets; an exact float32 cache keeps the plain name."""
+    dtype, top_k = cfg.teacher.get("cache_dtype", "float32"), cfg.teacher.get("cache_top_k")
+    if view_cache:
+        return "view cache" + (f" {dtype}" if dtype != "float32" else "")
     if not cache_outputs:
         return "online"
-    dtype, top_k = cfg.teacher.get("cache_dtype", "float32"), cfg.teacher.get("cache_top_k")
     return " ".join(["cached", *([dtype] if dtype != "float32" else []), *([f"top-{top_k}"] if top_k else [])])

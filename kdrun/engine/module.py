@@ -41,7 +41,7 @@ class DistillationModule(L.LightningModule):
                  optimizer_cfg, num_classes: int, stage: str, input_shape=None, lr_schedule=None,
                  lr_plan: StepPlan | None = None, teacher_outputs: dict[str, torch.Tensor] | None = None,
                  sync_every: int = 50, divergence: DivergenceSettings | None = None, owner: dict | None = None,
-                 teacher_precision: str = "float32"):
+                 teacher_precision: str = "float32", view_cache=None, view_stream=None):
         super().__init__()
         self.student, self.schedule, self.optimizer_cfg, self.stage = student, schedule, optimizer_cfg, stage
         self.lr_schedule, self.lr_plan = lr_schedule, lr_plan
@@ -54,6 +54,10 @@ class DistillationModule(L.LightningModule):
         # they follow the module to its device and stay out of checkpoints.
         self.cached_splits = sorted(teacher_outputs or {})
         self.num_classes = num_classes
+        # Under augmentation with a finite view set: the teacher's logits per (sample, view), shared by the
+        # students of the teacher, and the stream that names each training sample's view in an epoch (the one
+        # its loader draws from: kdrun.data.views). Plain attributes: the cache lives on disk, not in checkpoints.
+        self.view_cache, self.view_stream = view_cache, view_stream
         # splits cached as top-k tables (kdrun.teachers.top_k), decided once, not looked up per step
         self.top_k_splits = {split for split, table in (teacher_outputs or {}).items() if isinstance(table, dict)}
         for split, table in (teacher_outputs or {}).items():
@@ -120,6 +124,12 @@ class DistillationModule(L.LightningModule):
                 return expand_top_k(*(getattr(self, f"teacher_{split}_{part}")[index]
                                       for part in ("values", "indices", "rest")), self.num_classes)
             return getattr(self, f"teacher_{split}_logits")[index].float()  # stored as teacher.cache_dtype
+        if split == "train" and self.view_cache is not None:
+            views = self.view_stream.views(self.current_epoch, index)
+            return self.view_cache.teacher_logits(x, index, views, self._online_teacher)
+        return self._online_teacher(x)
+
+    def _online_teacher(self, x) -> torch.Tensor:
         if len(self.feature_matchers):  # feature losses save hooked teacher features for backward
             with torch.no_grad():
                 return teacher_forward(self.teacher, x, self.teacher_precision)

@@ -36,6 +36,8 @@ class Stage:
     teacher: nn.Module | None = None
     teacher_outputs: dict[str, torch.Tensor] | None = None  # cached logits by split
     teacher_precision: str = "float32"  # its online forward pass (kdrun.engine.teacher_forward)
+    view_cache: object = None  # the teacher's outputs per (sample, view) (kdrun.teachers.view_cache)
+    view_stream: object = None  # the views the stage's loader draws (kdrun.data.views.ViewStream)
     callbacks: tuple = ()
 
 
@@ -55,7 +57,8 @@ def train_stage(cfg, splits: DataSplits, stage: Stage, output_dir: Path, group: 
                                 splits.num_classes, stage.name, input_shape=splits.source.input_shape,
                                 lr_schedule=stage.recipe.lr_schedule, lr_plan=stage.lr_plan,
                                 teacher_outputs=stage.teacher_outputs, divergence=divergence,
-                                owner=stage.owner.record(), teacher_precision=stage.teacher_precision)
+                                owner=stage.owner.record(), teacher_precision=stage.teacher_precision,
+                                view_cache=stage.view_cache, view_stream=stage.view_stream)
     L.seed_everything(stage.order_seed, workers=True, verbose=False)
     trainer = build_trainer(cfg, stage.name, stage.budget, output_dir, logger, stage.callbacks)
     datamodule = StageDataModule(splits, stage.name, stage.order_seed, stage.budget.batch_size,

@@ -65,6 +65,9 @@ class TextClassifier(nn.Module):
         super().__init__()
         self.network, self.tokenizer = network, tokenizer
         self.max_length, self.padding, self.template = int(max_length), padding, template
+        # a template must place every text: one that names only {0} would silently drop a pair's hypothesis
+        self.template_fields = None if template is None else {
+            int(name) for _, name, _, _ in string.Formatter().parse(template) if name is not None}
 
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
@@ -73,6 +76,10 @@ class TextClassifier(nn.Module):
         """The batch in this model's tokens, on its device."""
         columns = text_columns(texts)
         if self.template is not None:
+            if self.template_fields != set(range(len(columns))):
+                raise ValueError(f"template={self.template!r} places the texts {sorted(self.template_fields)}, but each "
+                                 f"sample has {len(columns)}; allowed: a template naming each of "
+                                 f"{', '.join('{' + str(i) + '}' for i in range(len(columns)))}, or template=null")
             columns = [[self.template.format(*row) for row in zip(*columns)]]
         encoded = self.tokenizer(*columns, max_length=self.max_length, truncation=True, padding=self.padding,
                                  return_tensors="pt")

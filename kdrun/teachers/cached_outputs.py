@@ -72,6 +72,7 @@ class TeacherOutputs:
     logits: dict[str, torch.Tensor]
     where: str  # "store" (in the teacher's store entry) or "run" (this run only)
     computed: bool  # computed by this run (False: read back from the store)
+    views: object = None  # under augmentation with a finite view set: the ViewCache (kdrun.teachers.view_cache)
 
 
 def cache_dtype(cfg) -> torch.dtype:
