@@ -222,3 +222,38 @@ def test_selection_and_its_errors(tmp_path, cifar_root):
     cfg.teacher.oracle = None
     cfg.teacher.cache_outputs = False
     assert view_cache_applies(cfg, schedule, splits) is False
+
+
+@pytest.mark.slow  # three processes, one killed: the optional `pytest -m slow` job
+def test_a_killed_augmented_run_resumes_with_the_same_views_and_ends_as_an_uninterrupted_run(tmp_path, cifar_root):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from support import kdrun_command, read_metrics
+
+    run = [*RUN, f"data.root={cifar_root}", "student.epochs=6", "student.model.dropout=0.2",
+           "trainer.enable_progress_bar=false"]
+    env = {**os.environ, "KDRUN_OUTPUT_ROOT": str(tmp_path)}
+    whole = kdrun_command([*run, f"hydra.run.dir={tmp_path / 'whole'}"], tmp_path, env)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    run_dir = tmp_path / "killed"
+    process = subprocess.Popen([str(Path(sys.executable).parent / "kdrun"), *run, f"hydra.run.dir={run_dir}"],
+                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = run_dir / "checkpoints" / "student" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert checkpoint.exists() and not (run_dir / "metrics.json").exists(), "killed too late to test a resume"
+    again = kdrun_command([*run, f"hydra.run.dir={run_dir}"], tmp_path, env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    expected, resumed = read_metrics(tmp_path / "whole"), read_metrics(run_dir)
+    assert resumed["student/resumed_epochs"] >= 1 and resumed["teacher/outputs"] == "view cache"
+    # the cache was warm for the resumed run (the uninterrupted one filled it): the views and the student are not
+    for key in ("student/batch_order_checksum", "student/init_checksum", "student/test/acc", "student/test/nll",
+                "student/train/acc"):
+        assert resumed[key] == expected[key], key
