@@ -32,6 +32,7 @@ from kdrun.evaluation.evaluate import EvaluationOptions
 from kdrun.losses import Loss, build_loss
 from kdrun.engine.teacher_forward import check_teacher_precision
 from kdrun.teachers.oracles import check_oracle_config
+from kdrun.teachers.view_cache import check_view_cache_budget
 
 STUDENT_INITS = ("own", "teacher")
 DETERMINISTIC = (False, True, "warn")  # lightning.Trainer's `deterministic`
@@ -91,6 +92,7 @@ def _check_teacher(cfg) -> dict:
                           f"(or, for a Hugging Face teacher, its save_pretrained directory)")
     check_string(teacher.get("store"), "teacher.store", meaning="the teacher store's directory")
     auto_switch(teacher, "cache_outputs", "teacher")
+    check_view_cache_budget(teacher)
     if teacher.get("oracle") or checkpoint is not None or outputs is not None:
         # An imported or oracle teacher never trains: its seed and recipe are never read (the pipeline
         # plans only a teacher it trains), so they need not be valid, like any setting a run ignores.

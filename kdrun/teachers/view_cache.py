@@ -37,6 +37,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from kdrun.config.checks import check_number
 from kdrun.errors import ConfigError
 
 log = logging.getLogger("kdrun")
@@ -176,7 +177,8 @@ class ViewCache:
         computed by `compute(x_subset)` and written. Both come out rounded to the table's dtype, so a row gives
         the same value whether this run or an earlier one computed it."""
         device = index.device
-        found_values, found = self.lookup(index.cpu(), views.cpu())
+        index, views = index.cpu(), views.cpu()  # one device->host copy each: the table is read on the host
+        found_values, found = self.lookup(index, views)
         result = found_values.to(device=device, dtype=torch.float32)
         missing = ~found
         if missing.any():
@@ -184,7 +186,7 @@ class ViewCache:
             subset = x[missing_device] if isinstance(x, torch.Tensor) else [x[i] for i in np.flatnonzero(missing)]
             computed = compute(subset).to(self.dtype)
             self.counters.computed += int(missing.sum())
-            self.store(index.cpu()[missing], views.cpu()[missing], computed.cpu())
+            self.store(index[missing], views[missing], computed.cpu())
             result[missing_device] = computed.float()
         return result
 
@@ -242,12 +244,15 @@ def megabytes(samples: int, views: int, classes: int, dtype: torch.dtype) -> flo
     return samples * views * (classes * itemsize + DIGEST_BYTES) / 2**20
 
 
+def check_view_cache_budget(teacher) -> float:
+    """`teacher.view_cache_max_gb`, checked for every run (validate_config), whether or not it augments."""
+    return check_number(teacher.get("view_cache_max_gb", 16), "teacher.view_cache_max_gb", low=0,
+                        meaning="GiB of disk the view cache may take in the teacher's store entry")
+
+
 def check_budget(cfg, size_mb: float) -> str | None:
     """Why `auto` leaves the view cache aside (larger than teacher.view_cache_max_gb), else None."""
-    budget = cfg.teacher.get("view_cache_max_gb", 16)
-    if not isinstance(budget, (int, float)) or isinstance(budget, bool) or budget < 0:
-        raise ConfigError(f"teacher.view_cache_max_gb={budget!r}; allowed: a number >= 0 (GiB of disk the view "
-                          f"cache may take in the teacher's store entry)")
+    budget = check_view_cache_budget(cfg.teacher)
     if size_mb <= budget * 1024:
         return None
     return (f"the view cache would take {size_mb / 1024:,.1f} GiB, more than teacher.view_cache_max_gb={budget:g} "
@@ -281,7 +286,7 @@ def view_cache_applies(cfg, schedule, splits) -> bool:
             log.info("teacher outputs run online: %s", over)
             return False
     elif reason is None:
-        check_budget(cfg, 0.0)  # the value is still checked when true overrides it
+        check_view_cache_budget(cfg.teacher)  # the value is still checked when true overrides it
     if reason is not None:
         if mode == "true":
             raise ConfigError(f"teacher.cache_outputs=true caches the teacher's outputs per view under "

@@ -207,6 +207,9 @@ CASES = [
     (["teacher.oracle_options.psi_form=abc"], ["teacher.oracle_options.psi_form='abc'", "corrected, printed"]),
     (["teacher.store=-1"], ["teacher.store=-1", "non-empty string"]),
     (["teacher.cache_outputs=0"], ["teacher.cache_outputs=0", "allowed: auto, true, false"]),
+    # checked on every run, also one without augmentation (where the view cache is never used)
+    (["teacher.view_cache_max_gb=-1"], ["teacher.view_cache_max_gb=-1", ">= 0"]),
+    (["teacher.view_cache_max_gb=lots"], ["teacher.view_cache_max_gb='lots'", "is not a number"]),
     (["student.init=abc"], ["student.init='abc'", "allowed: own, teacher"]),
     # loss
     (["loss.temperature=1e999"], ["temperature=inf", "finite"]),
