@@ -316,6 +316,10 @@ def _print_summary(cfg, metrics: dict, output_dir: Path) -> None:
         f"  (loss {cfg.loss.name}, schedule {cfg.schedule.name})",
         f"  student-teacher agreement  test {metrics['student/test/agreement']:.4f}  "
         f"train {metrics['student/train/agreement']:.4f}",
+        f"  teacher outputs  {metrics.get('teacher/outputs', 'online')}" + (
+            f", {100 * metrics['teacher/view_cache_fill']:.1f}% of the views filled ({metrics['teacher/view_cache_hits']:,} "
+            f"read, {metrics['teacher/view_cache_computed']:,} computed by this run)"
+            if "teacher/view_cache_fill" in metrics else ""),
     ]
     for line in lines:
         log.info(line)

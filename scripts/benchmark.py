@@ -13,6 +13,11 @@ Once (on digits):
 (e) a folder of grayscale PNGs (MNIST-sized, 5,000; --quick 1,000), CE student epochs: decoded once
     (data.decode_cache: the in-memory path of digits and MNIST) vs decoded from the files every epoch
                                                                                target <= 0.5
+(f) `views` (with --workload all or views): the cifar workload under data.augment=cifar_standard, a KD epoch
+    whose teacher outputs come from a warm view cache vs a CE epoch             target <= 1.05
+    also shown: the warm view cache vs the online teacher; an epoch that fills a cold cache (the students'
+    lazy fill) vs the online teacher; kdrun-prefill's rate in views per second and the time a whole table
+    would take here; the table's disk size, for these images and for CIFAR-10 / CIFAR-100's 50,000
 
 Workloads: `digits` is the default run (CNN teacher, MLP student, batch 64): a student step takes a
 few milliseconds, so fixed per-step costs show. `cifar` is the papers' usual setting in CIFAR-10's
@@ -209,15 +214,18 @@ class Setup:
         self.last_student = module.student
         return clock.seconds
 
-    def kdrun_fit(self, schedule, teacher_outputs=None) -> float:
-        """Seconds for `epochs` student epochs through kdrun's module, data path and Trainer."""
+    def kdrun_fit(self, schedule, teacher_outputs=None, view_cache=None) -> float:
+        """Seconds for `epochs` student epochs through kdrun's module, data path and Trainer; `view_cache`: the
+        teacher's outputs per view (the loader's views are the stream of order seed 7, as data() draws them)."""
         import torch
 
         from kdrun.engine.module import DistillationModule
 
         torch.manual_seed(1)
+        views = {} if view_cache is None else {"view_cache": view_cache, "view_stream": self.splits.view_stream(7)}
         return self._fit(DistillationModule(self.build_student(), self.teacher, schedule, self.cfg.student.optimizer,
-                                            self.splits.num_classes, "student", teacher_outputs=teacher_outputs))
+                                            self.splits.num_classes, "student", teacher_outputs=teacher_outputs,
+                                            **views))
 
     def plain_lightning_fit(self) -> float:
         import torch
@@ -368,6 +376,69 @@ def measure_image_folder(workdir: Path, quick: bool, epochs: int, repeats: int) 
     ]
 
 
+def measure_view_cache(workload: Workload, workdir: Path, epochs: int, repeats: int) -> list[tuple]:
+    """(f): the cifar workload under cifar_standard augmentation, the teacher's outputs from the view cache."""
+    import torch
+
+    from kdrun.teachers.cached_outputs import cache_dtype
+    from kdrun.teachers.prefill import disk_megabytes, fill_rows
+    from kdrun.teachers.view_cache import ViewCache, megabytes
+
+    setup = Setup(workdir, epochs, [*workload.overrides, "data.augment=cifar_standard"])
+    splits, dtype = setup.splits, cache_dtype(setup.cfg)
+    samples, views, classes = len(splits.source.train), splits.views.count, splits.num_classes
+    folder, opened = workdir / "view_caches", []
+
+    def fresh_cache() -> ViewCache:
+        cache = ViewCache.open(folder / str(len(opened)), {"benchmark": len(opened)}, samples, views, classes, dtype,
+                               writable=True)
+        opened.append(cache)
+        return cache
+
+    warm = fresh_cache()
+    setup.kdrun_fit(setup.kd_schedule, view_cache=warm)  # warm-up: fills the rows of the epochs' views
+    # the target's two sides alternate with nothing between them (the online teacher's large activations, run
+    # between them, disturb the next epoch's timing on a CPU); then the teacher-running epochs
+    medians = interleaved(
+        repeats,
+        kd_warm=lambda: setup.kdrun_fit(setup.kd_schedule, view_cache=warm),
+        ce=lambda: setup.kdrun_fit(setup.ce_schedule),
+    )
+    medians.update(interleaved(
+        repeats,
+        kd_online=lambda: setup.kdrun_fit(setup.kd_schedule),
+        kd_cold=lambda: setup.kdrun_fit(setup.kd_schedule, view_cache=fresh_cache()),
+    ))
+    # kdrun-prefill's loop on every view of a block of samples, into an empty table
+    wanted = np.zeros((samples, views), dtype=bool)
+    wanted[:64] = True
+    prefill_cache = fresh_cache()
+    started = time.perf_counter()
+    fill_rows(prefill_cache, setup.teacher, splits, wanted, 512, setup.device)
+    rate = wanted.sum() / (time.perf_counter() - started)
+    filled_mb = disk_megabytes(warm.folder)
+    for cache in opened:
+        cache.close()
+    epoch = len(splits.student_indices)
+    print(f"\nviews: the cifar workload with data.augment=cifar_standard ({views} views per image), ResNet-56 -> "
+          f"ResNet-20, {epochs} epochs of {epoch} samples per timing, DataLoader; view cache in "
+          f"{str(dtype).replace('torch.', '')}")
+    return [
+        ("(f) KD epoch (warm view cache) / CE epoch, augmented", medians["kd_warm"] / medians["ce"], "<= 1.05",
+         f"{medians['kd_warm'] / epochs:.2f} s vs {medians['ce'] / epochs:.2f} s per epoch"),
+        ("    KD epoch: warm view cache / online teacher", medians["kd_warm"] / medians["kd_online"], "",
+         f"{medians['kd_warm'] / epochs:.2f} s vs {medians['kd_online'] / epochs:.2f} s"),
+        ("    KD epochs filling a cold cache / online teacher", medians["kd_cold"] / medians["kd_online"], "",
+         f"{medians['kd_cold'] / epochs:.2f} s per epoch: the teacher on every view met, plus the writes"),
+        ("    kdrun-prefill, views per second", rate, "",
+         f"a whole table of {samples} images x {views} views: {samples * views / rate:.0f} s here"),
+        ("    disk, MB: the epochs' rows (allocated)", filled_mb, "",
+         f"whole table {megabytes(samples, views, classes, dtype):.0f} MB; 50,000 images: "
+         f"{megabytes(50000, views, 10, dtype) / 1024:.2f} GiB (10 classes), "
+         f"{megabytes(50000, views, 100, torch.float16) / 1024:.2f} GiB (100 classes, float16)"),
+    ]
+
+
 def print_rows(rows) -> None:
     for name, value, target, detail in rows:
         print(f"{name:<58} {value:6.3f}   {('target ' + target) if target else '':<14} {detail}")
@@ -377,8 +448,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer epochs, images and students")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per timing (default 5, quick 3)")
-    parser.add_argument("--workload", choices=("digits", "cifar", "lm", "text", "all"), default="all",
-                        help="which workload's (a) and (b) to measure (default all)")
+    parser.add_argument("--workload", choices=("digits", "cifar", "lm", "text", "views", "all"), default="all",
+                        help="which workload's (a) and (b), or the view cache's (f), to measure (default all)")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 5)
     epochs, students = (2, 4) if args.quick else (4, 8)  # of the kdrun runs in (c)
@@ -395,12 +466,17 @@ def main() -> None:
     print(f"command: python scripts/benchmark.py{' --quick' if args.quick else ''} --repeats {repeats} "
           f"--workload {args.workload}")
 
-    chosen = ("digits", "cifar", "lm", "text") if args.workload == "all" else (args.workload,)
+    chosen = ("digits", "cifar", "lm", "text", "views") if args.workload == "all" else (args.workload,)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         available = workloads(workdir, args.quick)
         for name in chosen:
+            if name == "views":
+                print_rows(measure_view_cache(available["cifar"], workdir, 2, repeats))
+                continue
             print_rows(measure_workload(available[name], workdir, fit_epochs[name], repeats))
+        if args.workload == "views":
+            return
         print_rows(measure_image_folder(workdir, args.quick, 1 if args.quick else 2, repeats))
         sweep_seconds(workdir / "warm-up", 1, shared=False, epochs=epochs)  # first-run costs: neither side's
         shared = sweep_seconds(workdir, students, shared=True, epochs=epochs)

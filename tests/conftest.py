@@ -30,6 +30,18 @@ def shared_store(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("shared") / "teacher_store"
 
 
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory) -> Path:
+    """A tiny CIFAR-10 release in its on-disk format (random images), shared read-only by the tests that need one."""
+    import numpy as np
+
+    from dataset_files import write_cifar10
+
+    root = tmp_path_factory.mktemp("cifar")
+    write_cifar10(root, np.random.default_rng(0))
+    return root
+
+
 @pytest.fixture
 def tree_snapshot():
     """A function returning {relative path: (size, mtime_ns)} of every file under a directory."""

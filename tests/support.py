@@ -17,6 +17,10 @@ from kdrun.config.tree import config_dir
 
 # Few epochs: enough to exercise every stage, fast on 2 CPU cores.
 QUICK = ["teacher.epochs=2", "student.epochs=2"]
+# A tiny augmented CIFAR run (with data.root= the `cifar_root` fixture): the view cache's tests
+AUGMENTED_CIFAR = ["data=cifar10", "data.verify_checksums=false", "data.augment=cifar_standard", "data.val_fraction=0.25",
+                   "teacher=cnn", "teacher.model.width=0.25", "student=mlp", "student.model.width=32",
+                   "teacher.epochs=1", "student.epochs=2", "loss=kd", "loss.temperature=4"]
 
 
 def compose_config(tmp_path: Path, overrides: list[str] = (), quick: bool = True):

@@ -85,6 +85,47 @@ def test_cifar_workload_files_read_as_cifar10(tmp_path):
     assert cfg.teacher.model.name == "resnet56" and cfg.student.model.name == "resnet20"
 
 
+@pytest.mark.slow  # three fits on the cifar workload's images
+def test_view_cache_workload_trains_the_student_the_online_teacher_trains(tmp_path):
+    """(f): an epoch from a warm view cache does the online epoch's work (same views, same updates); the prefill
+    loop fills exactly the rows asked for."""
+    import numpy as np
+
+    from kdrun.teachers.prefill import fill_rows
+    from kdrun.teachers.view_cache import ViewCache
+
+    benchmark = load_benchmark()
+    overrides = [*benchmark.workloads(tmp_path, quick=True)["cifar"].overrides, "data.augment=cifar_standard",
+                 "teacher=cnn", "teacher.model.width=0.25", "student=mlp", "student.model.width=32",
+                 "data.student_size=128"]
+    setup = benchmark.Setup(tmp_path, epochs=1, overrides=overrides)
+    splits = setup.splits
+    assert splits.views is not None and not setup.fast_path
+    setup.kdrun_fit(setup.kd_schedule)
+    online = weights(setup.last_student)
+    cache = ViewCache.open(tmp_path / "cache", {"test": 1}, len(splits.source.train), splits.views.count,
+                           splits.num_classes, torch.float32, writable=True)
+    for _ in range(2):  # filling, then warm
+        setup.kdrun_fit(setup.kd_schedule, view_cache=cache)
+        for name, value in weights(setup.last_student).items():
+            assert torch.allclose(value, online[name], atol=1e-5), name
+    assert cache.counters.hits == cache.counters.computed == len(splits.student_indices)
+    wanted = np.zeros((len(splits.source.train), splits.views.count), dtype=bool)
+    wanted[:3, :5] = wanted[100, 161] = True
+    wanted[splits.student_indices[0], 0] = True
+    index, view = (torch.from_numpy(column) for column in np.nonzero(wanted))
+    _, before = cache.lookup(index, view)
+    written = cache.counters.written
+    fill_rows(cache, setup.teacher, splits, wanted, 4, setup.device)
+    _, after = cache.lookup(index, view)
+    assert after.all() and cache.counters.written - written == int((~before).sum())
+    values, _ = cache.lookup(torch.tensor([100]), torch.tensor([161]))
+    image = splits.eval_transform(splits.views.apply(splits.source.train.dataset[100][0], 161))
+    with torch.inference_mode():
+        torch.testing.assert_close(values[0], setup.teacher(image[None])[0], rtol=1e-5, atol=1e-5)
+    cache.close()
+
+
 @pytest.mark.slow
 def test_benchmark_script_prints_every_ratio(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick", "--repeats", "1",
@@ -97,6 +138,18 @@ def test_benchmark_script_prints_every_ratio(tmp_path):
         assert line is not None, (label, result.stdout)
         assert float(re.search(r"\s(\d+\.\d{3})\s", line).group(1)) > 0
     assert "peak resident memory" in result.stdout
+
+
+@pytest.mark.slow  # the view-cache workload: a few minutes of ResNet-56 and ResNet-20 epochs
+def test_benchmark_script_measures_the_view_cache(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick", "--repeats", "1",
+                             "--workload", "views"], capture_output=True, text=True, timeout=1200, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for label in (r"\(f\) KD epoch \(warm view cache\) / CE epoch", "warm view cache / online teacher",
+                  "filling a cold cache", "kdrun-prefill, views per second", "disk, MB"):
+        line = next((line for line in result.stdout.splitlines() if re.search(label, line)), None)
+        assert line is not None, (label, result.stdout)
+        assert float(re.search(r"\s(\d+\.\d{3})\s", line).group(1)) > 0
 
 
 def test_text_workload_compares_like_with_like(tmp_path):

@@ -18,11 +18,11 @@ from kdrun.data.registry import load_source
 from kdrun.data.sources import SourceSplits
 from kdrun.data.subsets import check_subset_config, kappa_subsets, seeded_order
 from kdrun.data.transforms import PRESETS, build_transforms
-from kdrun.data.views import CropFlipViews, ViewStream, finite_views
+from kdrun.data.views import CropFlipViews, PooledViews, ViewStream, finite_views, student_views
 from kdrun.errors import ConfigError
 from kdrun.config.seeds import Seeds
 from kdrun.config.checks import (check_choice, check_flag, check_fraction, check_mapping, check_number,
-                                check_whole_number)
+                                check_seed, check_whole_number)
 
 # The label a student sees on paper 004's distill split. Any loss that reads it fails loudly
 # (cross-entropy raises on a negative class) instead of silently using withheld labels.
@@ -44,6 +44,12 @@ def check_data_config(cfg) -> None:
                        meaning="pixels of padding before the random crop")
     check_number(cfg.get("rotation_degrees", 15.0), "data.rotation_degrees", low=0,
                  meaning="cifar_rotation: the largest rotation")
+    pool = check_whole_number(cfg.get("view_pool"), "data.view_pool", minimum=1, allow_none=True,
+                              meaning="views pre-drawn per training sample for the student (null: fresh draws)")
+    check_seed(cfg.get("view_pool_seed", 0), "data.view_pool_seed", meaning="draws data.view_pool's views")
+    if pool is not None and (cfg.get("augment", "none") or "none") == "none":
+        raise ConfigError(f"data.view_pool={pool} pre-draws views of the augmentation, but data.augment=none has "
+                          f"none; allowed: data.view_pool=null, or an augmentation ({', '.join(PRESETS[1:])})")
     auto_switch(cfg, "fast_path", "data")
     check_subset_config(cfg)
     check_choice(cfg.get("split", "standard"), "data.split", SPLIT_PRESETS)
@@ -80,7 +86,7 @@ class ViewedDataset(IndexedDataset):
     """An IndexedDataset whose training samples get the view their stream draws: keys are (dataset index,
     epoch), so loader workers need no state to agree with the training process on an epoch's views."""
 
-    def __init__(self, dataset: Dataset, views: CropFlipViews, stream: ViewStream, finish: Callable | None,
+    def __init__(self, dataset: Dataset, views: CropFlipViews | PooledViews, stream: ViewStream, finish: Callable | None,
                  labels: np.ndarray | None = None):
         super().__init__(dataset, finish, labels)
         self.views, self.stream = views, stream
@@ -88,7 +94,7 @@ class ViewedDataset(IndexedDataset):
     def __getitem__(self, key):
         index, epoch = key
         x, y = self.dataset[index]
-        return self._finish(self.views.apply(x, int(self.stream.table(epoch)[index])), y, index)
+        return self._finish(self.views.apply(x, int(self.stream.table(epoch)[index]), index), y, index)
 
 
 class KeyedSubset(Dataset):
@@ -120,7 +126,10 @@ class DataSplits:
     train_transform: Callable | None = None
     eval_transform: Callable | None = None
     world_size: int = 1  # training processes (DDP ranks): each trains on 1/world_size of every epoch
-    views: CropFlipViews | None = None  # the augmentation's finite view set (kdrun.data.views), if it has one
+    # the views each stage's training samples get (kdrun.data.views), None where torchvision draws them afresh:
+    # the preset's finite view set for both stages, or for the student data.view_pool's pre-drawn views
+    views: CropFlipViews | PooledViews | None = None  # the student's
+    teacher_views: CropFlipViews | None = None
     # whole splits gathered into tensors by the fast data path, once per run (kdrun.data.in_memory)
     gathered: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -136,18 +145,23 @@ class DataSplits:
         preset = cfg.get("split", "standard")
         if source.task == "next_token":
             check_language_model_data(cfg, source)
-        if preset == "standard":
-            teacher, student = kappa_subsets(
+        teacher, student = cls.partition(cfg, source, seeds)
+        image_size = source.input_shape[-1] if source.image else None
+        return cls(source, teacher, student, train_labels, noise_mask, preset == "distill4",
+                   int(cfg.batch_size), int(cfg.num_workers), train_transform, eval_transform,
+                   views=student_views(cfg, image_size), teacher_views=finite_views(cfg, image_size))
+
+    @staticmethod
+    def partition(cfg, source: SourceSplits, seeds: Seeds) -> tuple[np.ndarray, np.ndarray]:
+        """(teacher's, student's) indices into the training pool; the student's kappa subset follows seeds.subset."""
+        if cfg.get("split", "standard") == "standard":
+            return kappa_subsets(
                 # a window has no class: "at least one sample per class" means one window
                 source.train.targets, source.num_classes if source.task == "classification" else 1,
                 teacher_size=cfg.teacher_size, kappa=cfg.kappa, student_size=cfg.student_size,
                 pool_seed=cfg.pool_seed, subset_seed=seeds.subset, stratified=cfg.stratified,
             )
-        else:  # distill4 (check_data_config allows no other)
-            teacher, student = distill4_partition(source.train.targets, cfg)
-        views = finite_views(cfg, source.input_shape[-1] if source.image else None)
-        return cls(source, teacher, student, train_labels, noise_mask, preset == "distill4",
-                   int(cfg.batch_size), int(cfg.num_workers), train_transform, eval_transform, views=views)
+        return distill4_partition(source.train.targets, cfg)  # distill4 (check_data_config allows no other)
 
     @property
     def num_classes(self) -> int:
@@ -156,27 +170,31 @@ class DataSplits:
     def teacher_indices_digest(self) -> str:
         return hashlib.sha256(np.ascontiguousarray(self.teacher_indices, dtype=np.int64).tobytes()).hexdigest()
 
-    def view_stream(self, order_seed: int, split: str = "train") -> ViewStream | None:
-        """The views a training stage with `order_seed` draws over `split`'s pool, or None without a view set."""
-        if self.views is None:
+    def view_stream(self, order_seed: int, split: str = "train", views=None) -> ViewStream | None:
+        """The views a training stage with `order_seed` draws over `split`'s pool from `views` (default: the
+        student's), or None without a view set."""
+        views = views or self.views
+        if views is None:
             return None
-        return ViewStream(order_seed, len(self.source.split(split)), self.views.count)
+        return ViewStream(order_seed, len(self.source.split(split)), views.count)
 
     def loader(self, split: str, indices: np.ndarray | None = None, order_seed: int | None = None,
                augment: bool = False, labels: np.ndarray | None = None, batch_size: int | None = None,
-               drop_last: bool = False, shard: tuple[int, int] | None = None, pad: bool = True) -> DataLoader:
+               drop_last: bool = False, shard: tuple[int, int] | None = None, pad: bool = True,
+               views: CropFlipViews | PooledViews | None = None) -> DataLoader:
         """A loader over `split` (optionally restricted to `indices`), shuffled iff order_seed is given.
 
         `augment` selects the training transform; the training pool yields the labels trained on
         (after label noise) unless `labels` replaces them. `batch_size` defaults to data.batch_size.
-        `shard=(rank, world_size)` keeps one DDP rank's share, padded to equal shares iff `pad`."""
+        `shard=(rank, world_size)` keeps one DDP rank's share, padded to equal shares iff `pad`. An augmented,
+        ordered loader with `views` gives each sample its view from the stage's stream (kdrun.data.views)."""
         if labels is None and split in ("train", "teacher_train") and self.source.task == "classification":
             labels = self.train_labels
         transform = self.train_transform if augment else self.eval_transform
-        viewed = augment and order_seed is not None and self.views is not None
+        viewed = augment and order_seed is not None and views is not None
         base = self.source.split(split).dataset
         if viewed:  # each sample's view from the stage's stream, then the deterministic conversion
-            dataset: Dataset = ViewedDataset(base, self.views, self.view_stream(order_seed, split),
+            dataset: Dataset = ViewedDataset(base, views, self.view_stream(order_seed, split, views),
                                              self.eval_transform, labels)
         else:
             dataset = IndexedDataset(base, transform, labels)
@@ -197,9 +215,9 @@ class DataSplits:
         if stage == "teacher":
             pool = "teacher_train" if self.source.teacher_train is not None else "train"  # data.corruption
             return self.loader(pool, self.teacher_indices, order_seed, augment=True, batch_size=batch_size,
-                               drop_last=drop_last, shard=shard)
+                               drop_last=drop_last, shard=shard, views=self.teacher_views)
         return self.loader("train", self.student_indices, order_seed, augment=True, labels=self.student_labels(),
-                           batch_size=batch_size, drop_last=drop_last, shard=shard)
+                           batch_size=batch_size, drop_last=drop_last, shard=shard, views=self.views)
 
     def student_labels(self):
         """The labels the student trains with in place of the pool's: WITHHELD_LABEL under distill4, else None."""

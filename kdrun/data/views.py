@@ -14,7 +14,12 @@ per sample and epoch), and
   replays them (the stream has no state to save);
 - loader worker processes need no shared random state: a batch's keys carry the epoch.
 
-Presets with unbounded parameters (rotation, RandAugment) keep torchvision's own random draws.
+Presets with unbounded parameters (rotation, RandAugment) keep torchvision's own random draws, unless
+`data.view_pool=V` pre-draws V views per sample for the student (`PooledViews`): view v of sample i is
+the preset applied under a generator seeded by (data.view_pool_seed, i, v), and each epoch picks one of
+the V uniformly. That is a change of the augmentation distribution (V fixed draws per image instead of a
+fresh one each epoch), off by default; it makes the teacher's outputs cacheable per view. The teacher's
+own training keeps the preset's fresh draws.
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
+
+from kdrun.data.transforms import augmentation
 
 # presets whose random parameters are all discrete (kdrun.data.transforms.PRESETS)
 FINITE_PRESETS = ("cifar_standard",)
@@ -53,14 +61,48 @@ class CropFlipViews:
         top, left = divmod(position, self.offsets)
         return top, left, bool(flip)
 
-    def apply(self, image: torch.Tensor, view: int) -> torch.Tensor:
-        """The view of one image (C, H, W), with torchvision's own pad, crop and flip."""
+    def apply(self, image: torch.Tensor, view: int, index: int | None = None) -> torch.Tensor:
+        """The view of one image (C, H, W), with torchvision's own pad, crop and flip (the same for every sample)."""
         top, left, flipped = self.params(view)
         out = TF.crop(TF.pad(image, [self.padding]), top, left, self.size, self.size)
         return TF.horizontal_flip(out) if flipped else out
 
+    def apply_batch(self, images: torch.Tensor, view: int, indices=None) -> torch.Tensor:
+        """One view of a batch (B, C, H, W): the zero padding, crop and flip as slicing, equal to `apply` per image."""
+        top, left, flipped = self.params(view)
+        padded = torch.nn.functional.pad(images, [self.padding] * 4)
+        out = padded[..., top:top + self.size, left:left + self.size]
+        return out.flip(-1) if flipped else out.contiguous()
+
     def describe(self) -> dict:
         return {"kind": "crop_flip", "size": self.size, "padding": self.padding, "views": self.count}
+
+
+class PooledViews:
+    """V views per sample pre-drawn from a preset with unbounded parameters (rotation, RandAugment): view v
+    of sample i is the preset's random transform run under the global generator seeded by (seed, i, v), so
+    it is a pure function of those three, in any process. torchvision draws every parameter from that
+    generator; the caller's generator state is restored afterwards."""
+
+    def __init__(self, preset: str, ops: list, count: int, seed: int, settings: dict):
+        self.preset, self.count, self.seed, self.settings = preset, int(count), int(seed), dict(settings)
+        self._transform = v2.Compose(ops)
+
+    def apply(self, image: torch.Tensor, view: int, index: int | None = None) -> torch.Tensor:
+        if index is None:
+            raise ValueError("a pooled view depends on the sample: pass its dataset index")
+        if not 0 <= view < self.count:
+            raise ValueError(f"view {view} outside 0..{self.count - 1}")
+        state = np.random.SeedSequence([self.seed, int(index), int(view), 0x706F6F6C]).generate_state(1)[0]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(state))
+            return self._transform(image)
+
+    def apply_batch(self, images: torch.Tensor, view: int, indices) -> torch.Tensor:
+        return torch.stack([self.apply(image, view, int(index)) for image, index in zip(images, indices)])
+
+    def describe(self) -> dict:
+        return {"kind": "pool", "preset": self.preset, "views": self.count, "seed": self.seed, **self.settings}
 
 
 def finite_views(data_cfg, image_size: int | None) -> CropFlipViews | None:
@@ -70,6 +112,21 @@ def finite_views(data_cfg, image_size: int | None) -> CropFlipViews | None:
     if preset not in FINITE_PRESETS or image_size is None:
         return None
     return CropFlipViews(int(image_size), int(data_cfg.get("crop_padding", 4)))
+
+
+def student_views(data_cfg, image_size: int | None) -> CropFlipViews | PooledViews | None:
+    """The views the student trains on: `data.view_pool` pre-drawn views of any preset, else the preset's
+    finite view set, else None (torchvision's fresh draws)."""
+    pool = data_cfg.get("view_pool")
+    if pool is None or image_size is None:
+        return finite_views(data_cfg, image_size)
+    preset = data_cfg.get("augment", "none") or "none"
+    padding, rotation = int(data_cfg.get("crop_padding", 4)), float(data_cfg.get("rotation_degrees", 15.0))
+    settings = {"size": int(image_size), "padding": padding}
+    if preset == "cifar_rotation":
+        settings["rotation"] = rotation
+    return PooledViews(preset, augmentation(preset, int(image_size), padding, rotation), int(pool),
+                       int(data_cfg.get("view_pool_seed", 0)), settings)
 
 
 class ViewStream:

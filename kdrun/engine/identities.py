@@ -19,6 +19,8 @@ from kdrun.models.hf_files import directory_digest, pretrained_files
 # Data keys that say where files live or how batches are fetched, never what is trained on
 # (the in-memory path gives the DataLoader's batches bit for bit).
 LOCATION_DATA_KEYS = {"num_workers", "root", "download", "verify_checksums", "fast_path"}
+# Keys that enter the identity only when set, so identities from before they existed stay the same.
+UNSET_DATA_KEYS = {"view_pool": None, "view_pool_seed": 0}
 
 
 def teacher_reference(cfg: DictConfig, owner: StageOwner | None, ready=None) -> dict:
@@ -44,7 +46,8 @@ def student_identity(cfg: DictConfig, splits, seeds, teacher: dict, cache_output
     data = OmegaConf.to_container(cfg.data, resolve=True)
     student = OmegaConf.to_container(cfg.student, resolve=True)
     identity = {
-        "data": {key: value for key, value in data.items() if key not in LOCATION_DATA_KEYS},
+        "data": {key: value for key, value in data.items()
+                 if key not in LOCATION_DATA_KEYS and not (key in UNSET_DATA_KEYS and value == UNSET_DATA_KEYS[key])},
         "student_indices_sha256": hashlib.sha256(
             np.ascontiguousarray(splits.student_indices, dtype=np.int64).tobytes()).hexdigest(),
         "seeds": {"init": seeds.init, "data_order": seeds.data_order, "subset": seeds.subset},

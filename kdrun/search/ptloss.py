@@ -151,18 +151,9 @@ def main() -> float | None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="ptloss_search")
 def hydra_main(cfg: DictConfig) -> float | None:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+    from kdrun.jobs.commands import run_command_job
 
-    hydra_cfg = HydraConfig.get()
-    try:
-        result = search(cfg, Path(hydra_cfg.runtime.output_dir))
-    except ConfigError as error:
-        if hydra_cfg.mode == RunMode.MULTIRUN:
-            raise
-        print(f"kdrun-ptloss-search: invalid configuration: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    return result["score"]
+    return run_command_job("kdrun-ptloss-search", search, cfg)["score"]
 
 
 if __name__ == "__main__":

@@ -105,7 +105,8 @@ def cache_obstacle(cfg, schedule) -> str | None:
     """Why cached outputs would be wrong for this run, or None when they are valid."""
     if augments(cfg.data):
         return (f"data.augment={cfg.data.augment} gives the student random inputs, so logits cached by "
-                f"sample index would be stale")
+                f"sample index would be stale (data.view_pool=V pre-draws V views per sample, whose outputs the "
+                f"view cache keeps)")
     feature_losses = [loss.name for loss in schedule.losses if isinstance(loss, FeatureLoss)]
     if feature_losses:
         return f"loss {', '.join(feature_losses)} reads the teacher's intermediate features, not only its logits"
@@ -153,7 +154,7 @@ def teacher_outputs(cfg, splits, teacher, enabled: bool) -> TeacherOutputs | Non
     precision, dtype, top_k = cfg.teacher.get("precision", "float32"), cache_dtype(cfg), cache_top_k(cfg, splits)
 
     def compute():
-        return compute_logits(teacher.model, splits, _compute_device(cfg), precision, dtype, top_k)
+        return compute_logits(teacher.model, splits, compute_device(cfg), precision, dtype, top_k)
 
     if isinstance(teacher.model, OutputsTeacher):  # teacher.outputs: the file's tables are the cache
         return TeacherOutputs(stored_tables(teacher.model.tables, dtype, top_k), "file", False)
@@ -287,7 +288,7 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(iter([*model.parameters(), *model.buffers()]), torch.zeros(())).device
 
 
-def _compute_device(cfg) -> torch.device:
+def compute_device(cfg) -> torch.device:
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     use_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
     return torch.device("cuda" if use_gpu else "cpu")

@@ -13,7 +13,7 @@ from kdrun.teachers.store import teacher_key
 
 # Data keys that change what the student sees but not the teacher (or only where files live).
 NOT_TEACHER_DATA_KEYS = {"kappa", "student_size", "stratified", "num_workers", "root", "download", "verify_checksums",
-                         "fast_path"}
+                         "fast_path", "view_pool", "view_pool_seed"}
 
 
 def teacher_identity(cfg: DictConfig, splits) -> dict:

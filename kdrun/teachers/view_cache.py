@@ -259,18 +259,26 @@ def check_budget(cfg, size_mb: float) -> str | None:
             f"(raise it, set teacher.cache_dtype=float16, or teacher.cache_outputs=true)")
 
 
-def view_cache_applies(cfg, schedule, splits) -> bool:
-    """Whether the student reads the teacher's outputs from the view cache (`teacher.cache_outputs`: auto picks it
-    where the augmentation has a finite view set and the cache fits teacher.view_cache_max_gb; true insists)."""
+def view_cache_obstacle(cfg, losses, splits) -> str | None:
+    """Why the student would not read the teacher's outputs from the view cache, or None when it would
+    (`teacher.cache_outputs`: auto picks it where the student's augmentation has a view set and the cache fits
+    teacher.view_cache_max_gb; true insists, and fails where the cache cannot serve the run)."""
     from kdrun.config.checks import auto_switch
     from kdrun.data.transforms import augments
     from kdrun.losses.interface import FeatureLoss
     from kdrun.teachers.cached_outputs import cache_dtype
 
     mode = auto_switch(cfg.teacher, "cache_outputs", "teacher")
-    if mode == "false" or not augments(cfg.data) or splits.views is None or cfg.teacher.get("outputs") is not None:
-        return False  # no augmentation: the tables (kdrun.teachers.cached_outputs); unbounded views: online
-    feature_losses = [loss.name for loss in schedule.losses if isinstance(loss, FeatureLoss)]
+    if mode == "false":
+        return "teacher.cache_outputs=false"
+    if not augments(cfg.data):
+        return "without augmentation the teacher's outputs are cached per sample (kdrun.teachers.cached_outputs)"
+    if splits.views is None:
+        return (f"data.augment={cfg.data.augment} draws its parameters from a continuum; data.view_pool=V pre-draws "
+                f"V views per sample, whose outputs can be cached")
+    if cfg.teacher.get("outputs") is not None:
+        return "teacher.outputs imports the teacher's outputs"
+    feature_losses = [loss.name for loss in losses if isinstance(loss, FeatureLoss)]
     reason = None
     if feature_losses:
         reason = f"loss {', '.join(feature_losses)} reads the teacher's intermediate features, not only its logits"
@@ -279,22 +287,25 @@ def view_cache_applies(cfg, schedule, splits) -> bool:
                   "(teacher.checkpoint / teacher.oracle)")
     elif cfg.teacher.get("cache_top_k") is not None:
         reason = f"teacher.cache_top_k={cfg.teacher.cache_top_k} applies to the tables, not to the view cache"
-    if reason is None and mode == "auto":
-        size = megabytes(len(splits.source.train), splits.views.count, splits.num_classes, cache_dtype(cfg))
-        over = check_budget(cfg, size)
-        if over is not None:
-            log.info("teacher outputs run online: %s", over)
-            return False
-    elif reason is None:
-        check_view_cache_budget(cfg.teacher)  # the value is still checked when true overrides it
     if reason is not None:
         if mode == "true":
             raise ConfigError(f"teacher.cache_outputs=true caches the teacher's outputs per view under "
                               f"data.augment={cfg.data.augment}, but {reason}; allowed: teacher.cache_outputs=auto "
                               f"or false")
+        return reason
+    if mode == "auto":
+        size = megabytes(len(splits.source.train), splits.views.count, splits.num_classes, cache_dtype(cfg))
+        return check_budget(cfg, size)
+    check_view_cache_budget(cfg.teacher)  # the value is still checked when true overrides it
+    return None
+
+
+def view_cache_applies(cfg, schedule, splits) -> bool:
+    """Whether the student reads the teacher's outputs from the view cache (view_cache_obstacle)."""
+    reason = view_cache_obstacle(cfg, schedule.losses, splits)
+    if reason is not None and splits.views is not None and reason != "teacher.cache_outputs=false":
         log.info("teacher outputs run online: %s", reason)
-        return False
-    return True
+    return reason is None
 
 
 FINGERPRINT_SAMPLES = 8
@@ -310,7 +321,7 @@ def view_fingerprint(splits) -> str:
     for index in range(min(FINGERPRINT_SAMPLES, len(dataset))):
         image, _ = dataset[index]
         for view in (0, splits.views.count - 1):
-            x = splits.views.apply(image, view)
+            x = splits.views.apply(image, view, index)
             input_digest(splits.eval_transform(x) if splits.eval_transform is not None else x, digest)
     return digest.hexdigest()[:20]
 

@@ -28,15 +28,12 @@ def top_level_items(text: str) -> list[str]:
     return [*items, current]
 
 
-def sweep_jobs(params: dict, keep: int = 2) -> list[list[str]]:
-    """The sweep's override combinations, each value list cut to its first `keep` entries and the
-    seeds to one (they cannot make a job invalid)."""
+def sweep_choices(params: dict, keep: int = 2) -> list[list[str]]:
+    """Each swept key's overrides, its value list cut to its first `keep` entries and the seeds to one (they
+    cannot make a job invalid)."""
     choices = []
     for key, values in params.items():
-        if key == "seed" or key.startswith("seeds."):
-            keep_here = 1
-        else:
-            keep_here = keep
+        keep_here = 1 if key == "seed" or key.startswith("seeds.") else keep
         text = str(values)
         if text.startswith("range("):
             start, stop = (int(v) for v in text[6:-1].split(",")[:2])
@@ -46,18 +43,51 @@ def sweep_jobs(params: dict, keep: int = 2) -> list[list[str]]:
         else:
             options = top_level_items(text)
         choices.append([f"{key}={value}" for value in options[:keep_here]])
-    return [list(combo) for combo in itertools.product(*choices)]
+    return choices
+
+
+def sweep_jobs(params: dict, keep: int = 2) -> list[list[str]]:
+    """Every combination of the swept keys' first `keep` values (the slow job validates them all)."""
+    return [list(combo) for combo in itertools.product(*sweep_choices(params, keep))]
+
+
+def covering_jobs(params: dict, keep: int = 2) -> list[list[str]]:
+    """Jobs in which each of the first `keep` values of every swept key appears at least once: job i takes each
+    key's value i (its last when it has fewer)."""
+    choices = sweep_choices(params, keep)
+    count = max((len(options) for options in choices), default=0)
+    return [[options[min(i, len(options) - 1)] for options in choices] for i in range(count)]
+
+
+def _validate_jobs(tmp_path, preset: str, jobs) -> None:
+    base = compose_config(tmp_path, [f"experiment={preset}"], quick=False)
+    validate_config(base)
+    for job in jobs:
+        validate_config(compose_config(tmp_path, [f"experiment={preset}", *job], quick=False))
+    assert base.teacher.model.num_classes == base.student.model.num_classes
+
+
+def _params(preset: str) -> dict:
+    preset_file = OmegaConf.load(config_dir() / "experiment" / f"{preset}.yaml")
+    return OmegaConf.to_container(OmegaConf.select(preset_file, "hydra.sweeper.params") or OmegaConf.create({}))
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_preset_composes_and_every_sweep_job_validates(tmp_path, preset):
-    base = compose_config(tmp_path, [f"experiment={preset}"], quick=False)
-    preset_file = OmegaConf.load(config_dir() / "experiment" / f"{preset}.yaml")
-    params = OmegaConf.to_container(OmegaConf.select(preset_file, "hydra.sweeper.params") or OmegaConf.create({}))
-    for job in sweep_jobs(params) or [[]]:
-        cfg = compose_config(tmp_path, [f"experiment={preset}", *job], quick=False)
-        validate_config(cfg)
-    assert base.teacher.model.num_classes == base.student.model.num_classes
+def test_preset_composes_and_each_swept_value_validates(tmp_path, preset):
+    _validate_jobs(tmp_path, preset, covering_jobs(_params(preset)))
+
+
+@pytest.mark.slow  # every combination: about a minute of composing
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_sweep_job_of_a_preset_validates(tmp_path, preset):
+    _validate_jobs(tmp_path, preset, sweep_jobs(_params(preset)))
+
+
+def test_covering_jobs_hold_each_value_and_the_grid_every_combination():
+    params = {"loss": "kd,ce,kl", "loss.temperature": "1,4", "seed": "0,1,2"}
+    assert covering_jobs(params) == [["loss=kd", "loss.temperature=1", "seed=0"],
+                                     ["loss=ce", "loss.temperature=4", "seed=0"]]
+    assert len(sweep_jobs(params)) == 4 and ["loss=ce", "loss.temperature=1", "seed=0"] in sweep_jobs(params)
 
 
 def test_full_and_small_variants_come_in_pairs():

@@ -151,6 +151,7 @@ def test_sweeps_with_several_processes_per_job_only_through_slurm_tasks(tmp_path
     distributed.check_distributed_support(cfg)  # a single run: Lightning starts the ranks
 
 
+@pytest.mark.slow  # the real command; the refusal itself is tested above without a process
 def test_multirun_with_the_basic_launcher_fails_before_training(tmp_path):
     result = kdrun_command(["-m", *TINY, "trainer=ddp", "trainer.accelerator=cpu", "seed=0,1"], tmp_path,
                            {"KDRUN_OUTPUT_ROOT": str(tmp_path)})

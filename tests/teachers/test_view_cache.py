@@ -7,12 +7,10 @@ import errno
 import multiprocessing
 import os
 
-import numpy as np
 import pytest
 import torch
 
-from dataset_files import write_cifar10
-from support import compose_config, run_in_process
+from support import AUGMENTED_CIFAR, compose_config, run_in_process
 from kdrun.config.seeds import resolve_seeds
 from kdrun.data.datamodule import DataSplits
 from kdrun.engine.loss_schedule import build_schedule
@@ -22,16 +20,7 @@ from kdrun.models import build_model
 import kdrun.teachers.view_cache as view_cache_module
 from kdrun.teachers.view_cache import ViewCache, view_cache_applies
 
-RUN = ["data=cifar10", "data.verify_checksums=false", "data.augment=cifar_standard", "data.val_fraction=0.25",
-       "teacher=cnn", "teacher.model.width=0.25", "student=mlp", "student.model.width=32", "teacher.epochs=1",
-       "student.epochs=2", "loss=kd", "loss.temperature=4"]
-
-
-@pytest.fixture(scope="module")
-def cifar_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cifar")
-    write_cifar10(root, np.random.default_rng(0))
-    return root
+RUN = AUGMENTED_CIFAR
 
 
 def _run(tmp_path, cifar_root, overrides=(), name="run"):
@@ -141,8 +130,11 @@ def test_a_corrupted_row_is_detected_and_recomputed(tmp_path):
     torch.testing.assert_close(values, _rows(index, views))
 
 
-def test_a_run_uses_the_view_cache_and_a_second_student_reads_what_the_first_computed(tmp_path, cifar_root):
-    first, _ = _run(tmp_path, cifar_root, name="first")
+def test_a_run_uses_the_view_cache_and_a_second_student_reads_what_the_first_computed(tmp_path, cifar_root, caplog):
+    with caplog.at_level("INFO", logger="kdrun"):
+        first, _ = _run(tmp_path, cifar_root, name="first")
+    summary = next(record.getMessage() for record in caplog.records if "teacher outputs  " in record.getMessage())
+    assert summary.startswith("  teacher outputs  view cache, ") and "% of the views filled (" in summary
     assert first["teacher/outputs"] == "view cache" and first["teacher/view_cache_writable"] is True
     steps_samples = 2 * first["student/train_size"]  # every training sample once per epoch
     assert first["teacher/view_cache_computed"] + first["teacher/view_cache_hits"] == steps_samples
