@@ -26,6 +26,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from kdrun.atomic_files import write_json
 from kdrun.config.checks import check_choice, check_list, check_seed, check_whole_number
 from kdrun.config.roles import register_role_groups
 from kdrun.config.tree import config_dir
@@ -115,6 +116,7 @@ def prefill(cfg, output_dir: Path) -> dict:
         "rows_written": cache.counters.written, "fill_before": before, "fill_after": cache.fill_ratio(),
         "disk_mb": disk_megabytes(cache.folder), "wall_time_s": time.perf_counter() - started,
     }
+    write_json(output_dir / "prefill.json", record)  # what this prefill did, beside Hydra's files
     print(f"view cache {cache.folder}: {record['rows_computed']:,} views computed, {record['rows_found']:,} already "
           f"there; {100 * record['fill_after']:.1f}% filled, {record['disk_mb']:,.1f} MB on disk, "
           f"{record['wall_time_s']:.1f} s")

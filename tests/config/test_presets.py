@@ -60,11 +60,11 @@ def covering_jobs(params: dict, keep: int = 2) -> list[list[str]]:
 
 
 def _validate_jobs(tmp_path, preset: str, jobs) -> None:
-    base = compose_config(tmp_path, [f"experiment={preset}"], quick=False)
-    validate_config(base)
-    for job in jobs:
-        validate_config(compose_config(tmp_path, [f"experiment={preset}", *job], quick=False))
-    assert base.teacher.model.num_classes == base.student.model.num_classes
+    """The preset alone when it sweeps nothing, else each of `jobs`: composed and validated."""
+    for job in jobs or [[]]:
+        cfg = compose_config(tmp_path, [f"experiment={preset}", *job], quick=False)
+        validate_config(cfg)
+        assert cfg.teacher.model.num_classes == cfg.student.model.num_classes
 
 
 def _params(preset: str) -> dict:

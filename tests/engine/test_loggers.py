@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from support import QUICK, kdrun_command
+from support import run_in_process
 from kdrun.engine.loggers import wandb_mode
 
 
-def test_wandb_logger_writes_offline_runs_for_both_stages(tmp_path):
-    env = {"HOME": str(tmp_path), "WANDB_API_KEY": None, "WANDB_MODE": None, "WANDB_DIR": None}
-    result = kdrun_command(["logger=wandb", *QUICK], cwd=tmp_path, env=env)
-    assert result.returncode == 0, result.stderr
-    (run_dir,) = list((tmp_path / "outputs" / "runs").iterdir())
+def test_wandb_logger_writes_offline_runs_for_both_stages(tmp_path, monkeypatch):
+    # in this process (the command's own wandb path is the same pipeline); no key: offline, as on a fresh machine
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for variable in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR"):
+        monkeypatch.delenv(variable, raising=False)
+    _, run_dir = run_in_process(tmp_path, ["logger=wandb"], name="wandb_grouped_run")
     runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 2, runs  # teacher and student are separate runs
     logs = [next(run.glob("run-*.wandb")).read_bytes() for run in runs]

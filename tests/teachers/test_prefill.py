@@ -3,6 +3,7 @@ with prefill.views=drawn; an interrupted prefill continues; bad settings are ref
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -110,7 +111,8 @@ def test_the_command_fills_the_cache_reports_it_and_exits_2_on_bad_settings(tmp_
     assert "views computed, 0 already there" in out
     # a pipe gets progress lines (a terminal a bar): a start and the end
     assert "prefill view cache: 60 views ..." in out and "prefill view cache: 60 views in" in out
-    assert len(list((tmp_path / "prefill").iterdir())) == 1  # the run's own directory, as every kdrun command
+    (job_dir,) = list((tmp_path / "prefill").iterdir())  # the job's own directory, as every kdrun command's
+    assert json.loads((job_dir / "prefill.json").read_text())["rows_computed"] == 60  # what it did
     monkeypatch.setattr(sys, "argv", ["kdrun-prefill", *arguments, "prefill.views=every"])
     with pytest.raises(SystemExit) as exit_:
         command.main()
