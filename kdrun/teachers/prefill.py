@@ -47,7 +47,7 @@ def check_prefill_config(options) -> None:
     if seeds is not None:
         for position, seed in enumerate(check_list(seeds, "prefill.seeds", meaning="master seeds of the students")):
             check_seed(seed, f"prefill.seeds[{position}]", meaning="a student's master seed (seed=)")
-        if options.get("views", "all") == "all" and not len(seeds):
+        if not len(seeds):
             raise ConfigError("prefill.seeds=[] names no student; allowed: null (the configuration's seed) or "
                               "a list of seeds")
 

@@ -90,6 +90,7 @@ def test_pooled_views_of_an_unbounded_preset_are_cached_and_prefilled(tmp_path, 
     (["prefill.views=some"], r"prefill.views='some'.*allowed: all, drawn"),
     (["prefill.batch_size=0"], r"prefill.batch_size=0"),
     (["prefill.seeds=[0,-2]"], r"prefill.seeds\[1\]=-2"),
+    (["prefill.seeds=[]"], r"prefill.seeds=\[\] names no student"),
 ])
 def test_bad_settings_are_refused_before_a_teacher_is_trained(tmp_path, cifar_root, overrides, message):
     cfg = _prefill_config(tmp_path, [*RUN, f"data.root={cifar_root}", *overrides])
