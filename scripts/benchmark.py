@@ -380,6 +380,9 @@ def measure_view_cache(workload: Workload, workdir: Path, epochs: int, repeats: 
     """(f): the cifar workload under cifar_standard augmentation, the teacher's outputs from the view cache."""
     import torch
 
+    from omegaconf import OmegaConf
+
+    from kdrun.config.tree import config_dir
     from kdrun.teachers.cached_outputs import cache_dtype
     from kdrun.teachers.prefill import disk_megabytes, fill_rows
     from kdrun.teachers.view_cache import ViewCache, megabytes
@@ -414,7 +417,8 @@ def measure_view_cache(workload: Workload, workdir: Path, epochs: int, repeats: 
     wanted[:64] = True
     prefill_cache = fresh_cache()
     started = time.perf_counter()
-    fill_rows(prefill_cache, setup.teacher, splits, wanted, 512, setup.device)
+    batch_size = int(OmegaConf.load(config_dir() / "prefill.yaml").prefill.batch_size)  # kdrun-prefill's default
+    fill_rows(prefill_cache, setup.teacher, splits, wanted, batch_size, setup.device)
     rate = wanted.sum() / (time.perf_counter() - started)
     filled_mb = disk_megabytes(warm.folder)
     for cache in opened:

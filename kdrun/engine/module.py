@@ -125,8 +125,9 @@ class DistillationModule(L.LightningModule):
                                       for part in ("values", "indices", "rest")), self.num_classes)
             return getattr(self, f"teacher_{split}_logits")[index].float()  # stored as teacher.cache_dtype
         if split == "train" and self.view_cache is not None:
-            views = self.view_stream.views(self.current_epoch, index)
-            return self.view_cache.teacher_logits(x, index, views, self._online_teacher)
+            host_index = index.cpu()  # the stream's table and the cache are read on the host: one copy per step
+            views = self.view_stream.views(self.current_epoch, host_index)
+            return self.view_cache.teacher_logits(x, host_index, views, self._online_teacher, device=index.device)
         return self._online_teacher(x)
 
     def _online_teacher(self, x) -> torch.Tensor:

@@ -210,7 +210,7 @@ def compute_logits(model: nn.Module, splits, device: torch.device, precision: st
     `top_k`, each split's table is {values, indices, rest} (kdrun.teachers.top_k)."""
     global compute_count
     compute_count += 1
-    was_training, home = model.training, _device_of(model)
+    was_training, home = model.training, device_of(model)
     model.eval().to(device)
     logits = {}
     try:
@@ -284,7 +284,8 @@ def _read(path: Path, expected: dict, quiet: bool = False) -> tuple[dict[str, to
     return logits, None
 
 
-def _device_of(model: nn.Module) -> torch.device:
+def device_of(model: nn.Module) -> torch.device:
+    """Where a model's tensors are (the CPU for a model without any)."""
     return next(iter([*model.parameters(), *model.buffers()]), torch.zeros(())).device
 
 

@@ -130,11 +130,12 @@ def fill_rows(cache, model, splits, wanted: np.ndarray, batch_size: int, device,
     import torch
 
     from kdrun.engine.teacher_forward import teacher_forward
+    from kdrun.teachers.cached_outputs import device_of
     from kdrun.teachers.view_cache import BLOCK_SAMPLES
 
     progress = progress or (lambda count: None)
     dataset, views, finish = splits.source.train.dataset, splits.views, splits.eval_transform
-    home = next(iter([*model.parameters(), *model.buffers()]), torch.zeros(())).device
+    home = device_of(model)
     model.to(device)
 
     def compute(x, index, view_ids):

@@ -171,13 +171,14 @@ class ViewCache:
                     os.pwrite(self._digests_fd, row_digest(data).to_bytes(DIGEST_BYTES, "little"), row * DIGEST_BYTES)
                     self.counters.written += 1
 
-    def teacher_logits(self, x, index: torch.Tensor, views: torch.Tensor,
-                       compute: Callable[[object], torch.Tensor]) -> torch.Tensor:
-        """The teacher's logits on a batch of views (float32, on index's device): cached rows are read, the rest
-        computed by `compute(x_subset)` and written. Both come out rounded to the table's dtype, so a row gives
-        the same value whether this run or an earlier one computed it."""
-        device = index.device
-        index, views = index.cpu(), views.cpu()  # one device->host copy each: the table is read on the host
+    def teacher_logits(self, x, index: torch.Tensor, views: torch.Tensor, compute: Callable[[object], torch.Tensor],
+                       device: torch.device | None = None) -> torch.Tensor:
+        """The teacher's logits on a batch of views (float32, on `device`, default index's): cached rows are read,
+        the rest computed by `compute(x_subset)` and written. Both come out rounded to the table's dtype, so a row
+        gives the same value whether this run or an earlier one computed it. The table is read on the host: pass
+        host `index` and `views` (a training step copies the batch's indices once) and the batch's `device`."""
+        device = device or index.device
+        index, views = index.cpu(), views.cpu()  # no-ops for host tensors
         found_values, found = self.lookup(index, views)
         result = found_values.to(device=device, dtype=torch.float32)
         missing = ~found
