@@ -44,6 +44,8 @@ def main() -> float | None:
             raise SystemExit(2) from None
         return None
     register_role_groups(CONFIGS)
+    global _TASK_STARTED
+    _TASK_STARTED = False  # (main may run more than once in a process: tests, notebooks)
     try:
         return hydra_main()
     except SystemExit as exit_:
@@ -51,6 +53,11 @@ def main() -> float | None:
         # from inside its `except`, so the composition error is the exit's context.
         if exit_.code == 1 and not _TASK_STARTED and _is_composition_error(exit_.__context__):
             _record_composition_error(exit_.__context__)
+            raise SystemExit(2) from None
+        from kdrun.errors import ConfigError
+
+        if exit_.code == 1 and not _TASK_STARTED and isinstance(exit_.__context__, ConfigError):  # launcher options
+            print(f"kdrun: invalid configuration: {exit_.__context__}", file=sys.stderr)
             raise SystemExit(2) from None
         raise
 
@@ -122,15 +129,17 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
     from kdrun.engine.distributed import process_rank
     from kdrun.errors import ConfigError, RunError
-    from kdrun.pipeline import run
+    from kdrun.pipeline import finish, run
     from kdrun.jobs.launchers import check_launcher_support
+    from kdrun.jobs.packed_sweep import take_packed_result
     from kdrun.jobs.status import describe_disk_full, write_job_status
 
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         check_launcher_support(cfg, hydra_cfg)
-        metrics = run(cfg, output_dir=output_dir)
+        packed = take_packed_result(output_dir)  # hydra/launcher=packed trained this job's student in a pack
+        metrics = finish(*_trained(packed)) if packed is not None else run(cfg, output_dir=output_dir)
         if process_rank() > 0:
             return None  # DDP: only rank 0 evaluates, writes outputs and answers the sweeper
         objective = sweeper_objective(cfg, metrics)
@@ -154,6 +163,14 @@ def hydra_main(cfg: DictConfig) -> float | None:
         raise
     write_job_status(output_dir, objective=objective)
     return objective
+
+
+def _trained(packed: tuple) -> tuple:
+    """A packed member's (prepared run, student result), or the error that stopped it in its pack."""
+    prepared, result = packed
+    if isinstance(result, BaseException):
+        raise result
+    return prepared, result
 
 
 def sweeper_objective(cfg: DictConfig, metrics: dict) -> float:

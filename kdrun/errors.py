@@ -24,7 +24,7 @@ class TrainingDiverged(RunError):
     """A stage's loss became non-finite, overflowed, or grew far past its own running minimum."""
 
     def __init__(self, stage: str, step: int, value: float | str, reason: str, advice: str):
-        self.stage, self.step, self.value = stage, step, value
+        self.stage, self.step, self.value, self.reason, self.advice = stage, step, value, reason, advice
         super().__init__(f"{stage} training diverged at step {step}: {reason} (loss {value}). {advice}")
 
 

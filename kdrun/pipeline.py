@@ -64,8 +64,30 @@ class RunPlan:
     view_cache: bool = False  # the teacher's outputs per (sample, view) under augmentation (kdrun.teachers.view_cache)
 
 
+@dataclass
+class PreparedRun:
+    """A run up to its student stage: planned, its teacher obtained and its outputs cached. A packed sweep
+    (kdrun.jobs.packing) prepares each member like this, trains the members together and finishes each."""
+
+    cfg: DictConfig
+    plan: RunPlan
+    teacher: TeacherResult
+    cached: TeacherOutputs | None
+    output_dir: Path
+    times: dict  # stage wall times; a packed member's student/wall_time_s is its pack's
+    prepare_seconds: float  # preflight, teacher and its outputs
+
+
 def run(cfg: DictConfig, output_dir: Path) -> dict:
     """Run one experiment and return its metrics (also written to output_dir/metrics.json)."""
+    prepared = prepare(cfg, output_dir)
+    with _timed(prepared.times, "student/wall_time_s"):
+        student = train_student(cfg, prepared.plan, prepared.teacher, prepared.cached, output_dir)
+    return finish(prepared, student)
+
+
+def prepare(cfg: DictConfig, output_dir: Path) -> PreparedRun:
+    """Preflight, then the teacher and its cached outputs: everything before the student trains."""
     started = time.perf_counter()
     quiet_framework_chatter()
     plan = preflight(cfg, output_dir)
@@ -79,15 +101,23 @@ def run(cfg: DictConfig, output_dir: Path) -> dict:
                                  plan.ready_teacher)
     with _timed(times, "teacher/outputs_wall_time_s"):
         cached = cache_teacher_outputs(cfg, plan, teacher)
-    with _timed(times, "student/wall_time_s"):
-        student = train_student(cfg, plan, teacher, cached, output_dir)
+    return PreparedRun(cfg, plan, teacher, cached, output_dir, times, time.perf_counter() - started)
+
+
+def finish(prepared: PreparedRun, student: StageResult) -> dict:
+    """After the student stage (`plan.student.model` holds its trained weights): evaluation and the outputs."""
+    started = time.perf_counter()
+    cfg, plan, output_dir = prepared.cfg, prepared.plan, prepared.output_dir
     if student.rank != 0:
         return student.metrics  # rank 0 alone evaluates the whole splits and writes every output
-    with _timed(times, "evaluate/wall_time_s"):
-        metrics = evaluate_run(plan, teacher, output_dir)
+    with _timed(prepared.times, "evaluate/wall_time_s"):
+        metrics = evaluate_run(plan, prepared.teacher, output_dir)
     metrics.update({f"student/{key}": value for key, value in student.metrics.items() if key.startswith("val/")})
-    metrics.update(run_record(cfg, plan, teacher, cached, student))
-    metrics.update({**times, "wall_time_s": time.perf_counter() - started})
+    metrics.update(run_record(cfg, plan, prepared.teacher, prepared.cached, student))
+    metrics.update(student.record)
+    # the run's own time (a packed member does not count the other members' preparation and evaluation)
+    own = prepared.prepare_seconds + prepared.times.get("student/wall_time_s", 0.0) + (time.perf_counter() - started)
+    metrics.update({**prepared.times, "wall_time_s": own})
     write_outputs(cfg, plan, metrics, output_dir, student.logger)
     return metrics
 

@@ -1,6 +1,6 @@
 """Where kdrun's users spend time, as ratios measured in one run (medians of repeats).
 
-    python scripts/benchmark.py [--quick] [--repeats N] [--workload digits|cifar|lm|text|all]
+    python scripts/benchmark.py [--quick] [--repeats N] [--workload digits|cifar|lm|text|views|packed|all]
 
 Per workload:
 (a) student training throughput: kdrun (its Lightning module, data path and Trainer, online teacher)
@@ -18,6 +18,13 @@ Once (on digits):
     also shown: the warm view cache vs the online teacher; an epoch that fills a cold cache (the students'
     lazy fill) vs the online teacher; kdrun-prefill's rate in views per second and the time a whole table
     would take here; the table's disk size, for these images and for CIFAR-10 / CIFAR-100's 50,000
+(g) `packed` (with --workload all or packed): 8 default-run students (digits, `seed=0,1,2,3 loss=ce,kd`; --quick:
+    fewer epochs) swept by `kdrun -m hydra/launcher=packed` vs by the basic launcher, one by one, both sharing one
+    teacher trained beforehand; student-training throughput (student steps summed over the jobs / student-training
+    seconds: each job's `student/wall_time_s`, a pack's counted once), packed / one by one   target >= 4
+    also shown (report, no target): the whole sweep's wall time (each `kdrun -m` command), one by one / packed;
+    the same two ratios for the cifar workload's ResNet-20 students (8; --quick 4, a few steps each); with a
+    CUDA GPU, the packed digits sweep's students per second and its peak GPU memory
 
 Workloads: `digits` is the default run (CNN teacher, MLP student, batch 64): a student step takes a
 few milliseconds, so fixed per-step costs show. `cifar` is the papers' usual setting in CIFAR-10's
@@ -35,11 +42,13 @@ with the two sides interleaved repeat by repeat.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import pickle
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -443,17 +452,180 @@ def measure_view_cache(workload: Workload, workdir: Path, epochs: int, repeats: 
     ]
 
 
+# (g): the packed launcher. The `kdrun` entry point's own lines, plus the process's peak GPU memory (the packed
+# launcher trains every pack in the `kdrun -m` process) written to the file named by the first argument at exit
+GPU_PEAK_MAIN = """import atexit, sys, torch
+from kdrun.cli import main
+peak_file = sys.argv.pop(1)
+atexit.register(lambda: open(peak_file, "w").write(str(torch.cuda.max_memory_allocated())))
+sys.argv[0] = "kdrun"
+sys.exit(main())
+"""
+
+
+@dataclass
+class SweepResult:
+    """One `kdrun -m` sweep, read from its jobs' metrics.json."""
+
+    wall: float  # the command's wall clock, seconds
+    steps: int  # student steps, summed over the jobs
+    training: float  # student-training seconds: each lone job's `student/wall_time_s`, each pack's once
+    packs: list  # the packs' sizes
+    alone: int  # jobs whose student trained by itself
+    accuracy: list  # each job's student/test/acc, in job order
+    reasons: list  # why the packed launcher ran jobs alone, as its log says
+
+
+def kdrun_sweep(sweep_dir: Path, overrides: list[str], jobs: int, packed: bool, cwd: Path,
+                python_code: str | None = None, *code_args: str) -> SweepResult:
+    """Run `kdrun -m [hydra/launcher=packed] hydra.sweep.dir=<sweep_dir> <overrides>` and read its `jobs` jobs'
+    metrics; `python_code`: run by the venv's python in place of the `kdrun` entry point, with `code_args` first."""
+    launcher = ["hydra/launcher=packed"] if packed else []
+    arguments = ["-m", *launcher, f"hydra.sweep.dir={sweep_dir}", *overrides]
+    program = ([sys.executable, "-c", python_code, *code_args] if python_code
+               else [str(Path(sys.executable).parent / "kdrun")])
+    started = time.perf_counter()
+    result = subprocess.run([*program, *arguments], cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    shown = " ".join(["kdrun", *arguments])
+    if result.returncode != 0:
+        raise RuntimeError(f"`{shown}` failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+    metrics = []
+    for number in range(jobs):
+        path = sweep_dir / str(number) / "metrics.json"
+        if not path.exists():
+            raise RuntimeError(f"`{shown}` wrote no {path}:\n{result.stderr[-4000:]}")
+        metrics.append(json.loads(path.read_text()))
+    training, alone, packs = 0.0, 0, {}  # pack id -> (its size, its seconds, the members seen)
+    for job in metrics:
+        pack = job.get("pack/id")
+        if pack is None:
+            training += job["student/wall_time_s"]
+            alone += 1
+            continue
+        if pack not in packs:  # the pack's time, once: its members trained at once
+            packs[pack] = (job["pack/size"], job["student/wall_time_s"], [])
+            training += job["student/wall_time_s"]
+        size, seconds, seen = packs[pack]
+        if job["student/wall_time_s"] != seconds or job["pack/size"] != size:
+            raise RuntimeError(f"`{shown}`: the members of pack {pack} report different student/wall_time_s or "
+                               f"pack/size")
+        seen.append(job)
+    for pack, (size, _, seen) in packs.items():
+        if len(seen) != size:
+            raise RuntimeError(f"`{shown}`: pack {pack} has pack/size {size} but {len(seen)} of the jobs name it")
+    if not packed and packs:
+        raise RuntimeError(f"`{shown}`: the basic launcher's jobs report packs")
+    shutil.rmtree(sweep_dir)  # the outputs of many sweeps add up
+    reasons = sorted({line.split("runs alone: ", 1)[1].strip() for line in (result.stdout + result.stderr).splitlines()
+                      if "runs alone: " in line})
+    return SweepResult(wall, sum(int(job["student/steps"]) for job in metrics), training,
+                       [size for size, _, _ in packs.values()], alone,
+                       [job.get("student/test/acc") for job in metrics], reasons)
+
+
+def compare_sweeps(name: str, workdir: Path, overrides: list[str], sweep: list[str], jobs: int, warm_up: list[str],
+                   repeats: int) -> dict:
+    """The sweep `sweep` (over `jobs` jobs) under the packed and the basic launcher, interleaved; the teacher is
+    trained first by one run of `warm_up`, and reused by every job through the shared teacher store."""
+    root = workdir / "packed" / name
+    root.mkdir(parents=True, exist_ok=True)
+    common = [f"paths.output_root={root / 'out'}", "trainer.enable_progress_bar=false", *overrides]
+    warm = subprocess.run([str(Path(sys.executable).parent / "kdrun"), f"hydra.run.dir={root / 'warm-up'}",
+                           *common, *warm_up], cwd=root, capture_output=True, text=True)
+    if warm.returncode != 0:
+        raise RuntimeError(f"the warm-up run of {name} failed:\n{warm.stderr[-4000:]}")
+    results = {"packed": [], "basic": []}
+
+    def side(packed: bool):
+        def run() -> float:
+            label = "packed" if packed else "basic"
+            result = kdrun_sweep(root / f"{label}_{len(results[label])}", [*common, *sweep], jobs, packed, root)
+            results[label].append(result)
+            return result.wall
+        return run
+
+    walls = interleaved(repeats, packed=side(True), basic=side(False))
+    training = {label: statistics.median(result.training for result in runs) for label, runs in results.items()}
+    steps = {label: runs[0].steps for label, runs in results.items()}
+    if steps["packed"] != steps["basic"]:
+        raise RuntimeError(f"{name}: the packed sweep's jobs took {steps['packed']} student steps, the basic "
+                           f"launcher's {steps['basic']}")
+    packed, basic = results["packed"][-1], results["basic"][-1]
+    differences = [abs(a - b) for a, b in zip(packed.accuracy, basic.accuracy) if a is not None and b is not None]
+    return {"wall": walls, "training": training, "steps": steps["packed"],
+            "throughput": {label: steps[label] / training[label] for label in training},
+            "packs": packed.packs, "alone": packed.alone, "reasons": packed.reasons, "jobs": jobs,
+            "accuracy_gap": max(differences, default=float("nan"))}
+
+
+def describe_packs(comparison: dict) -> str:
+    packs = ", ".join(str(size) for size in comparison["packs"]) or "none"
+    alone = f", {comparison['alone']} alone" if comparison["alone"] else ""
+    return f"packs of {packs}{alone}"
+
+
+def measure_packed(cifar: Workload, workdir: Path, quick: bool, repeats: int) -> list[tuple]:
+    """(g): sweeps of students trained as packs (hydra/launcher=packed) vs one by one (the basic launcher)."""
+    import torch
+
+    epochs = 2 if quick else 5
+    digits_overrides = [f"teacher.epochs={epochs}", f"student.epochs={epochs}"]
+    digits = compare_sweeps("digits", workdir, digits_overrides, ["seed=0,1,2,3", "loss=ce,kd"], 8,
+                            ["seed=0", "loss=kd"], repeats)
+    seeds = "0,1" if quick else "0,1,2,3"
+    students = 2 * len(seeds.split(","))
+    # the cifar workload's data and models, every loss of the sweep; tiny budgets: ResNets on a CPU are slow
+    cifar_overrides = [override for override in cifar.overrides if not override.startswith("loss=")]
+    budget = ["teacher.max_steps=4", "student.max_steps=4"] if quick else ["teacher.epochs=1", "student.epochs=1"]
+    cifar_run = compare_sweeps("cifar", workdir, [*cifar_overrides, *budget], [f"seed={seeds}", "loss=ce,kd"],
+                               students, ["seed=0", "loss=kd"], repeats)
+    print(f"\npacked: `kdrun -m hydra/launcher=packed` vs the basic launcher (one by one), the same sweep; "
+          f"digits: the default run, {epochs} teacher and student epochs, `seed=0,1,2,3 loss=ce,kd`; cifar: "
+          f"{cifar.description}, {' '.join(budget)}, `seed={seeds} loss=ce,kd`; one teacher trained beforehand")
+    rows = []
+    for label, comparison, target in (("digits", digits, ">= 4"), ("cifar", cifar_run, "report")):
+        if comparison["alone"]:  # then the ratio is not the packs' alone
+            print(f"warning: {label}: {comparison['alone']} of {comparison['jobs']} jobs trained alone under "
+                  f"hydra/launcher=packed: {'; '.join(comparison['reasons']) or 'the log gives no reason'}")
+        rate, wall = comparison["throughput"], comparison["wall"]
+        rows += [
+            (f"{'(g)' if label == 'digits' else '   '} {label}: packed / one-by-one, student throughput",
+             rate["packed"] / rate["basic"], target,
+             f"{rate['packed']:.1f} vs {rate['basic']:.1f} steps/s ({comparison['steps']} steps; "
+             f"{comparison['training']['packed']:.1f} s vs {comparison['training']['basic']:.1f} s); "
+             f"{describe_packs(comparison)}; test acc max |diff| {comparison['accuracy_gap']:.4f}"),
+            (f"    {label}: one-by-one / packed, sweep wall time", wall["basic"] / wall["packed"], "report",
+             f"{wall['basic']:.1f} s vs {wall['packed']:.1f} s per `kdrun -m`"),
+        ]
+    if torch.cuda.is_available():
+        peak_file = workdir / "packed" / "gpu_peak"
+        common = [f"paths.output_root={workdir / 'packed' / 'digits' / 'out'}", "trainer.enable_progress_bar=false",
+                  *digits_overrides, "seed=0,1,2,3", "loss=ce,kd"]
+        kdrun_sweep(workdir / "packed" / "gpu", common, 8, True, workdir, GPU_PEAK_MAIN, str(peak_file))
+        peak_mib = int(peak_file.read_text()) / 2 ** 20
+        rows += [
+            ("    digits packed sweep on the GPU, students per second", 8 / digits["training"]["packed"], "",
+             f"8 students in {digits['training']['packed']:.1f} s of student training"),
+            ("    digits packed sweep on the GPU, peak memory, MiB", peak_mib, "",
+             "torch.cuda.max_memory_allocated of the `kdrun -m` process (another packed sweep)"),
+        ]
+    return rows
+
+
 def print_rows(rows) -> None:
     for name, value, target, detail in rows:
-        print(f"{name:<58} {value:6.3f}   {('target ' + target) if target else '':<14} {detail}")
+        shown = target if target in ("", "report") else "target " + target  # report: a number without a target
+        print(f"{name:<58} {value:6.3f}   {shown:<14} {detail}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer epochs, images and students")
     parser.add_argument("--repeats", type=int, default=None, help="repeats per timing (default 5, quick 3)")
-    parser.add_argument("--workload", choices=("digits", "cifar", "lm", "text", "views", "all"), default="all",
-                        help="which workload's (a) and (b), or the view cache's (f), to measure (default all)")
+    parser.add_argument("--workload", choices=("digits", "cifar", "lm", "text", "views", "packed", "all"),
+                        default="all", help="which workload's (a) and (b), the view cache's (f) or the packed "
+                                            "sweeps' (g) to measure (default all)")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 5)
     epochs, students = (2, 4) if args.quick else (4, 8)  # of the kdrun runs in (c)
@@ -470,7 +642,7 @@ def main() -> None:
     print(f"command: python scripts/benchmark.py{' --quick' if args.quick else ''} --repeats {repeats} "
           f"--workload {args.workload}")
 
-    chosen = ("digits", "cifar", "lm", "text", "views") if args.workload == "all" else (args.workload,)
+    chosen = ("digits", "cifar", "lm", "text", "views", "packed") if args.workload == "all" else (args.workload,)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         available = workloads(workdir, args.quick)
@@ -478,8 +650,11 @@ def main() -> None:
             if name == "views":
                 print_rows(measure_view_cache(available["cifar"], workdir, 2, repeats))
                 continue
+            if name == "packed":
+                print_rows(measure_packed(available["cifar"], workdir, args.quick, repeats))
+                continue
             print_rows(measure_workload(available[name], workdir, fit_epochs[name], repeats))
-        if args.workload == "views":
+        if args.workload in ("views", "packed"):
             return
         print_rows(measure_image_folder(workdir, args.quick, 1 if args.quick else 2, repeats))
         sweep_seconds(workdir / "warm-up", 1, shared=False, epochs=epochs)  # first-run costs: neither side's

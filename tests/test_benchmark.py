@@ -4,6 +4,7 @@ files are read by kdrun's CIFAR-10 source, and the whole script runs (slow job).
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 import subprocess
 import sys
@@ -167,3 +168,29 @@ def test_text_workload_compares_like_with_like(tmp_path):
     setup.kdrun_fit(setup.kd_schedule)
     for name, value in weights(setup.last_student).items():
         assert torch.allclose(value, by_hand[name], atol=1e-5), name
+
+
+# (g) packed sweeps: the same sweeps under hydra/launcher=packed and the basic launcher; no speed target here
+@pytest.mark.slow  # four warm-up runs and sweeps of 8 digits and 4 CIFAR students: a few minutes on 2 CPU cores
+@pytest.mark.timeout(1500)
+def test_packed_measurement_prints_finite_positive_ratios(tmp_path, capsys):
+    benchmark = load_benchmark()
+    cifar = benchmark.workloads(tmp_path, quick=True)["cifar"]
+    rows = benchmark.measure_packed(cifar, tmp_path, quick=True, repeats=1)
+    benchmark.print_rows(rows)
+    printed = capsys.readouterr().out
+    targets = {r"\(g\) digits: packed / one-by-one, student throughput": "target >= 4",
+               "digits: one-by-one / packed, sweep wall time": "report",
+               "cifar: packed / one-by-one, student throughput": "report",
+               "cifar: one-by-one / packed, sweep wall time": "report"}
+    for label, target in targets.items():
+        row = next((row for row in rows if re.search(label, row[0])), None)
+        assert row is not None, (label, rows)
+        assert math.isfinite(row[1]) and row[1] > 0, row
+        line = next((line for line in printed.splitlines() if re.search(label, line)), None)
+        assert line is not None, (label, printed)
+        assert float(re.search(r"\s(\d+\.\d{3})\s", line).group(1)) > 0 and target in line, line
+    # the digits sweep's 8 students trained as one pack, to the one-by-one students' test accuracy
+    digits = next(row for row in rows if row[0].startswith("(g) digits"))
+    assert "packs of 8;" in digits[3], digits
+    assert float(re.search(r"test acc max \|diff\| (\S+)", digits[3]).group(1)) < 0.02, digits

@@ -49,36 +49,57 @@ class DivergenceSettings:
 
 
 class DivergenceGuard(nn.Module):
-    """Device-side record of the first step at which a stage's loss diverged (a dozen tiny ops a step)."""
+    """Device-side record of the first step at which a stage's loss diverged (a dozen tiny ops a step).
 
-    def __init__(self, stage: str, settings: DivergenceSettings, sync_every: int):
+    `members=K` keeps K records at once, one per student of a pack (kdrun.engine.packed_module): the same
+    rule element-wise, each member with its own loss-schedule phase."""
+
+    def __init__(self, stage: str, settings: DivergenceSettings, sync_every: int, members: int | None = None):
         super().__init__()
         self.stage, self.settings, self.sync_every = stage, settings, sync_every
+        self.members = members
+        shape = () if members is None else (members,)
         self.weight = 1.0 / settings.smoothing_steps  # of the newest loss in the moving average
         for name, dtype, value in (("first_step", torch.long, -1), ("value", torch.float32, 0.0),
                                    ("limit", torch.float32, float("nan")), ("ema", torch.float32, 0.0),
                                    ("ema_min", torch.float32, 0.0)):
-            self.register_buffer(name, torch.tensor(value, dtype=dtype), persistent=False)
-        self._phase: int | None = None
-        self._seen = 0  # steps observed in the current phase (host-side bookkeeping, no sync)
+            self.register_buffer(name, torch.full(shape, value, dtype=dtype), persistent=False)
+        count = members or 1
+        self._phase: list[int | None] = [None] * count
+        self._seen = [0] * count  # steps observed in each member's current phase (host-side, no sync)
+        self._masks: dict[tuple, torch.Tensor] = {}  # (tracked, restarting) patterns on the device, made once each
+        self._reported: set[int] = set()
 
-    def observe(self, step: int, loss: torch.Tensor, phase: int | None) -> None:
-        """Record this step's loss; `phase` is the schedule's pure phase, None inside a blend window."""
-        loss = loss.detach().float().reshape(())
-        if phase != self._phase:
-            self._phase, self._seen = phase, 0
+    def _mask(self, pattern: tuple[bool, ...]) -> torch.Tensor:
+        key = (pattern, self.ema.device)
+        if key not in self._masks:  # phases change rarely: a handful of patterns per stage
+            self._masks[key] = torch.tensor(pattern, device=self.ema.device).reshape(self.ema.shape)
+        return self._masks[key]
+
+    def observe(self, step: int, loss: torch.Tensor, phase) -> None:
+        """Record this step's loss; `phase` is the schedule's pure phase, None inside a blend window (with
+        members: (K,) losses and a list of K phases)."""
+        loss = loss.detach().to(self.ema.dtype).reshape(self.ema.shape)  # float64 under trainer.precision=64-true
+        phases = list(phase) if self.members is not None else [phase]
+        tracked, restarting = [], []
+        for k, member_phase in enumerate(phases):
+            if member_phase != self._phase[k]:
+                self._phase[k], self._seen[k] = member_phase, 0
+            on = self.settings.enabled and member_phase is not None
+            tracked.append(on)
+            restarting.append(on and self._seen[k] == 0)
+            self._seen[k] += on
         finite = torch.isfinite(loss)
-        if self.settings.enabled and phase is not None:
-            if self._seen == 0:
-                self.ema.copy_(loss)
-                self.ema_min.copy_(loss)
-            else:
-                self.ema.lerp_(loss, self.weight)
-                torch.minimum(self.ema_min, self.ema, out=self.ema_min)
-            self._seen += 1
+        if any(tracked):
+            track, restart = self._mask(tuple(tracked)), self._mask(tuple(restarting))
+            ema = torch.where(restart, loss, torch.lerp(self.ema, loss, self.weight))
+            torch.where(track, ema, self.ema, out=self.ema)
+            ema_min = torch.where(restart, loss, torch.minimum(self.ema_min, self.ema))
+            torch.where(track, ema_min, self.ema_min, out=self.ema_min)
             limit = self.ema_min.clamp_min(self.settings.floor).mul_(self.settings.factor)
-            new = ~(finite & (self.ema <= limit)) & (self.first_step < 0)
-            torch.where(new, limit, self.limit, out=self.limit)
+            bad = torch.where(track, ~(finite & (self.ema <= limit)), ~finite)
+            new = bad & (self.first_step < 0)
+            torch.where(new & track, limit, self.limit, out=self.limit)
         else:
             new = ~finite & (self.first_step < 0)
         self.first_step.masked_fill_(new, step)
@@ -86,16 +107,27 @@ class DivergenceGuard(nn.Module):
 
     def check(self) -> None:
         """Raise TrainingDiverged if a bad step was recorded (reads the device: call at sync points)."""
-        step = int(self.first_step)
-        if step < 0:
-            return
-        value = float(self.value)
+        failures = self.failures()
+        if failures:
+            raise failures[0]
+
+    def failures(self) -> dict[int, TrainingDiverged]:
+        """{member: why it diverged} for the members newly found diverged (one device read; 0 without members)."""
+        steps = self.first_step.reshape(-1).tolist()
+        new = [k for k, step in enumerate(steps) if step >= 0 and k not in self._reported]
+        if not new:
+            return {}
+        values, limits = self.value.reshape(-1).tolist(), self.limit.reshape(-1).tolist()
+        self._reported.update(new)
+        return {k: self._error(steps[k], values[k], limits[k]) for k in new}
+
+    def _error(self, step: int, value: float, limit: float) -> TrainingDiverged:
         if math.isfinite(value):
             reason = (f"its smoothed loss exceeded {self.settings.factor:g} x its running minimum "
-                      f"(limit {float(self.limit):.4g}; divergence.factor, divergence.floor)")
+                      f"(limit {limit:.4g}; divergence.factor, divergence.floor)")
         else:
             reason = "the loss became non-finite"
-        raise TrainingDiverged(
+        return TrainingDiverged(
             self.stage, step, f"{value:.4g}", f"{reason}; checked every {self.sync_every} steps",
             f"Lower {self.stage}.optimizer.lr, clip gradients ({self.stage}.gradient_clip_val), or check the "
             f"inputs; divergence.enabled=false turns the growth check off")

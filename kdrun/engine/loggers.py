@@ -46,13 +46,17 @@ def build_logger(cfg, stage: str, output_dir: Path, group: str, epochs_done: int
     if name == "csv":
         return _csv_logger(output_dir, stage, epochs_done)
     if name == "wandb":
+        import wandb
         from lightning.pytorch.loggers import WandbLogger
 
-        return WandbLogger(
+        # The run is started here, as a new run beside any other of this process (a pack's members train at
+        # once, each into its own run; Lightning's logger would join the process's active run instead).
+        run = wandb.init(
             project=cfg.logger.project, entity=cfg.logger.entity, name=f"{output_dir.name}-{stage}",
-            group=group, job_type=stage, tags=list(cfg.logger.tags or []), save_dir=str(output_dir),
-            mode=wandb_mode(cfg.logger), config=OmegaConf.to_container(cfg, resolve=True),
+            group=group, job_type=stage, tags=list(cfg.logger.tags or []), dir=str(output_dir),
+            mode=wandb_mode(cfg.logger), config=OmegaConf.to_container(cfg, resolve=True), reinit="create_new",
         )
+        return WandbLogger(experiment=run, save_dir=str(output_dir))
     raise ConfigError(f"logger.name={name!r} is unknown; allowed: csv, wandb, none")
 
 
@@ -77,17 +81,16 @@ def log_run_figures(logger, run_dir: Path) -> dict[str, Path]:
     return figures
 
 
-def close_logger(logger, summary: dict | None = None) -> None:
+def close_logger(logger, summary: dict | None = None, failed: bool = False) -> None:
     """Finish a stage's logger; a wandb run must end before the next stage starts its own."""
     if not logger:
         return
-    logger.finalize("success")
+    logger.finalize("failed" if failed else "success")
     if is_wandb(logger):
-        import wandb
-
         if summary:  # the CSV logger needs none: metrics.json holds the summary
             logger.experiment.summary.update(summary)
-        wandb.finish()
+        # this logger's own run (several may be open: a pack's members)
+        logger.experiment.finish(exit_code=1 if failed else 0)
 
 
 def _csv_logger(output_dir: Path, stage: str, epochs_done: int) -> CSVLogger:

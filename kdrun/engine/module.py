@@ -20,7 +20,7 @@ from kdrun.errors import TrainingDiverged
 from kdrun.losses.interface import FeatureLoss
 from kdrun.losses.positions import per_position
 from kdrun.engine.teacher_forward import teacher_forward
-from kdrun.teachers.top_k import expand as expand_top_k
+from kdrun.engine.teacher_tables import TeacherTables
 from kdrun.engine.recipes import StepPlan, build_lr_scheduler, build_optimizer
 from kdrun.engine.resume import RunningDigest, restore_rng_states, rng_states
 from kdrun.engine.loss_schedule import LossSchedule
@@ -29,8 +29,13 @@ from kdrun.engine.step_metrics import StepMetricBuffer
 
 def state_checksum(model: nn.Module) -> str:
     """A digest of a model's parameters and buffers (equal digests = identical weights)."""
+    return tensors_checksum(model.state_dict())
+
+
+def tensors_checksum(state: dict[str, torch.Tensor]) -> str:
+    """state_checksum of a state dict (a packed member's, kdrun.engine.packed_students.member_state_dict)."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
@@ -50,20 +55,13 @@ class DistillationModule(L.LightningModule):
             # Frozen: outside the optimiser and gradient sync, and always in eval mode.
             teacher.requires_grad_(False)
             teacher.eval()
-        # Cached teacher logits by dataset index (kdrun.teachers.cached_outputs), as non-persistent buffers:
-        # they follow the module to its device and stay out of checkpoints.
-        self.cached_splits = sorted(teacher_outputs or {})
+        # Cached teacher logits by dataset index (kdrun.teachers.cached_outputs), on the module's device.
+        self.teacher_tables = TeacherTables(teacher_outputs, num_classes)
         self.num_classes = num_classes
         # Under augmentation with a finite view set: the teacher's logits per (sample, view), shared by the
         # students of the teacher, and the stream that names each training sample's view in an epoch (the one
         # its loader draws from: kdrun.data.views). Plain attributes: the cache lives on disk, not in checkpoints.
         self.view_cache, self.view_stream = view_cache, view_stream
-        # splits cached as top-k tables (kdrun.teachers.top_k), decided once, not looked up per step
-        self.top_k_splits = {split for split, table in (teacher_outputs or {}).items() if isinstance(table, dict)}
-        for split, table in (teacher_outputs or {}).items():
-            # a top-k table (kdrun.teachers.top_k) is three tensors: values, indices, rest
-            for part, tensor in (table.items() if isinstance(table, dict) else [("logits", table)]):
-                self.register_buffer(f"teacher_{split}_{part}", tensor, persistent=False)
         # The hot path never waits for the device: a diverging loss is recorded on the device (first
         # bad step, kdrun.engine.divergence) and the step metrics are buffered there (kdrun.engine.step_metrics). Both
         # reach the host at sync points, every `sync_every` steps and at epoch ends: a Python `if` on
@@ -119,11 +117,8 @@ class DistillationModule(L.LightningModule):
 
     def teacher_logits(self, x: torch.Tensor, index: torch.Tensor, split: str = "train") -> torch.Tensor:
         """The frozen teacher's logits on a batch: looked up by dataset index when cached, else computed."""
-        if split in self.cached_splits:
-            if split in self.top_k_splits:  # teacher.cache_top_k: dense log-probabilities again
-                return expand_top_k(*(getattr(self, f"teacher_{split}_{part}")[index]
-                                      for part in ("values", "indices", "rest")), self.num_classes)
-            return getattr(self, f"teacher_{split}_logits")[index].float()  # stored as teacher.cache_dtype
+        if split in self.teacher_tables:
+            return self.teacher_tables.lookup(split, index)
         if split == "train" and self.view_cache is not None:
             host_index = index.cpu()  # the stream's table and the cache are read on the host: one copy per step
             views = self.view_stream.views(self.current_epoch, host_index)

@@ -55,6 +55,23 @@ class StackedOptimizer(torch.optim.Optimizer):
                                      f"{len(member_lr)}")
 
     @torch.no_grad()
+    def freeze_member(self, member: int) -> None:
+        """Member `member` takes no further steps: a zero rate and zeroed optimiser state (a zero rate alone
+        would still add 0 x a non-finite update)."""
+        for group in self.param_groups:
+            group["member_lr"] = group["member_lr"].clone()
+            group["member_lr"][member] = 0.0
+            for p in group["params"]:
+                for value in self.state.get(p, {}).values():
+                    if isinstance(value, torch.Tensor) and value.dim() > 0:
+                        value[member].zero_()
+        self._shaped.clear()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self._shaped.clear()  # the loaded groups' per-member values, shaped anew
+
+    @torch.no_grad()
     def step(self, closure=None):
         loss = None
         if closure is not None:

@@ -47,6 +47,7 @@ class StageResult:
     logger: object  # the stage's Lightning logger (False for none), still open
     metrics: dict[str, float]  # the last epoch's metrics (val/* are what sweepers may select on)
     rank: int  # this process's global rank (0 writes the outputs)
+    record: dict = field(default_factory=dict)  # how it trained, for metrics.json (a packed member: its pack)
 
 
 def train_stage(cfg, splits: DataSplits, stage: Stage, output_dir: Path, group: str, fast_path: bool,

@@ -29,5 +29,8 @@ def teacher_forward(model: nn.Module, x: torch.Tensor, precision: str = "float32
     """The teacher's logits on `x` as float32, computed in `precision` (the caller picks no_grad or inference mode)."""
     # text inputs are tokenized by the model onto its own device (kdrun.data.batches)
     device = x.device if isinstance(x, torch.Tensor) else next(chain(model.parameters(), model.buffers())).device
+    weight = next(model.parameters(), None)
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and weight is not None and weight.dtype == torch.float64:
+        x = x.to(torch.float64)  # a teacher trained under trainer.precision=64-true keeps float64 weights
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         return model(x).float()

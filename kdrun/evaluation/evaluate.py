@@ -101,9 +101,14 @@ def collect_outputs(model: nn.Module, loader: DataLoader, feature_samples: int =
     indices, labels, logits, features = [], [], [], []
     kept = 0
     # parameter-free teachers (oracles) still carry a buffer that follows the module's device
-    device = next(iter([*model.parameters(), *model.buffers()]), torch.zeros(())).device
+    reference = next(iter([*model.parameters(), *model.buffers()]), torch.zeros(()))
+    device = reference.device
+    # a model trained under trainer.precision=64-true keeps float64 weights: its inputs follow them
+    dtype = reference.dtype if reference.is_floating_point() else None
     for x, y, index in loader:
         x = to_device(x, device)
+        if dtype is not None and isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype != dtype:
+            x = x.to(dtype)
         if keep_features:  # the same single pass: head(features(x)) is the model's forward
             representation = model.features(x)
             logits.append(model.head(representation).float().cpu())

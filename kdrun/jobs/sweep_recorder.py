@@ -69,7 +69,8 @@ class SweepRecorder(Callback):
             if _is_multirun(config) and is_rank_zero():
                 self._append_summary(config, job_return)
         finally:
-            _finish_open_wandb_run(failed=_job_failed(job_return))
+            _finish_open_wandb_run(failed=_job_failed(job_return),
+                                   job_dir=OmegaConf.select(config, "hydra.runtime.output_dir"))
             self._restore_environment()
 
     def _append_summary(self, config: DictConfig, job_return: Any) -> None:
@@ -107,11 +108,16 @@ def _job_failed(job_return: Any) -> bool:
     return getattr(getattr(job_return, "status", None), "name", "") == "FAILED"
 
 
-def _finish_open_wandb_run(failed: bool) -> None:
-    """A job that failed mid-stage leaves its wandb run live; the next job in this process would log into it."""
+def _finish_open_wandb_run(failed: bool, job_dir: str | None = None) -> None:
+    """A job that failed mid-stage leaves its wandb run live; the next job in this process would log into it.
+    Only a run of this job's own directory is finished: a packed sweep's other members have theirs open."""
     wandb = sys.modules.get("wandb")
-    if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish(exit_code=1 if failed else 0)
+    run = getattr(wandb, "run", None) if wandb is not None else None
+    if run is None:
+        return
+    if job_dir is not None and not Path(str(run.dir)).resolve().is_relative_to(Path(str(job_dir)).resolve()):
+        return
+    run.finish(exit_code=1 if failed else 0)
 
 
 def report_failed_jobs(sweep_dir: Path, start: int = 0) -> None:

@@ -42,7 +42,17 @@ def config_folders() -> dict[str, set[str]]:
             continue
         for group in ROLE_GROUPS.get(name, (name,)):
             folders.setdefault(group, set()).update(options)
+    folders["hydra/launcher"] |= plugin_launchers()
     return folders
+
+
+def plugin_launchers() -> set[str]:
+    """The launchers kdrun's own Hydra plugins register in Hydra's ConfigStore (no file in configs/)."""
+    import hydra_plugins.kdrun_packed_launcher.packed_launcher  # noqa: F401  (registers at import, as Hydra does)
+    from hydra.core.config_store import ConfigStore
+
+    launchers = ConfigStore.instance().repo["hydra"]["launcher"]
+    return {name.removesuffix(".yaml") for name, node in launchers.items() if node.provider == "kdrun"}
 
 
 def test_readme_lists_every_option_of_every_group():

@@ -120,7 +120,7 @@ def test_ddp_leaves_the_frozen_teacher_out_of_gradient_and_buffer_sync(tmp_path)
         assert synced == {id(p) for p in module.student.parameters()}
         assert all(not p.requires_grad for p in module.teacher.parameters()) and not module.teacher.training
         broadcast = {id(b) for b in wrapped.modules_buffers}
-        assert not broadcast & {id(b) for b in [*module.teacher.buffers(), module.teacher_train_logits]}
+        assert not broadcast & {id(b) for b in [*module.teacher.buffers(), module.teacher_tables.train_logits]}
     finally:
         dist.destroy_process_group()
 

@@ -31,8 +31,11 @@ def kl_divergence_at_temperature(student_logits: Tensor, teacher_logits: Tensor,
     """KL(softmax(z_t / T) || softmax(z_s / T)), summed over classes, averaged over the batch."""
     student_log_probs = F.log_softmax(student_logits / temperature, dim=-1)
     teacher_log_probs = F.log_softmax(teacher_logits / temperature, dim=-1)
-    # log_target avoids log(0) = -inf where a teacher probability underflows
-    return F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
+    # F.kl_div(..., reduction="batchmean", log_target=True) written out (the same elementwise terms and sum):
+    # log-probabilities avoid log(0) = -inf where a teacher probability underflows, and these ops have
+    # batching rules, so a pack evaluates its members' losses in one vmapped call (kdrun.engine.packed_module)
+    terms = teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)
+    return terms.sum() / student_logits.shape[0]
 
 
 def soft_cross_entropy(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
