@@ -146,3 +146,19 @@ def test_each_member_logs_its_own_wandb_run(tmp_path, shared_store, monkeypatch)
         log = students[0]
         assert sweep.name.encode() in log  # the sweep's group
         assert b"train/loss" in log and b"val/acc" in log and b"student/test/acc" in log
+
+
+@pytest.mark.slow  # builds the wheel
+def test_the_wheel_ships_the_launcher_in_hydras_namespace(tmp_path):
+    import subprocess
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(root)],
+                   check=True, capture_output=True, timeout=600)
+    (wheel,) = tmp_path.glob("kdrun-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "hydra_plugins/kdrun_packed_launcher/packed_launcher.py" in names
+    assert "hydra_plugins/__init__.py" not in names  # a namespace package, shared with the other plugins
+    assert "kdrun/configs/train.yaml" in names
