@@ -44,6 +44,8 @@ class PackMember:
     tables: int | None  # which of the pack's teacher tables it reads (None: the shared teacher runs online)
     logger: object  # its Lightning logger (False for none), in its own run directory
     loss_key: str = ""  # equal for members whose loss schedules are configured alike (evaluated in one vmap)
+    view_cache: object = None  # under augmentation: the teacher's outputs per (sample, view) (kdrun.teachers.view_cache)
+    view_stream: object = None  # the views this member's loader draws (kdrun.data.views.ViewStream)
 
 
 def stacked_parameter_groups(students: StackedModels, optimizer_cfgs: list) -> tuple[list[dict], list, list]:
@@ -157,18 +159,27 @@ class PackedDistillationModule(L.LightningModule):
         teacher once over the members' batches flattened into one (it is frozen and in eval mode)."""
         out, online = {}, []
         for k in members:
-            table = self.members[k].tables
+            member = self.members[k]
+            table = member.tables
             if table is not None and split in self.teacher_tables[table]:
                 out[k] = self.teacher_tables[table].lookup(split, index[k])
+            elif split == "train" and member.view_cache is not None:
+                host_index = index[k].cpu()  # the stream's table and the cache are read on the host
+                views = member.view_stream.views(self.current_epoch, host_index)
+                out[k] = member.view_cache.teacher_logits(x[k], host_index, views, self._online_teacher,
+                                                          device=index.device)
             else:
                 online.append(k)
         if online:
-            batch = x[online].flatten(0, 1)
-            with torch.inference_mode():
-                logits = teacher_forward(self.teacher, batch, self.teacher_precision)
-            logits = logits.clone().view(len(online), x.shape[1], *logits.shape[1:])
+            logits = self._online_teacher(x[online].flatten(0, 1))
+            logits = logits.view(len(online), x.shape[1], *logits.shape[1:])
             out.update({k: logits[position] for position, k in enumerate(online)})
         return out
+
+    def _online_teacher(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            logits = teacher_forward(self.teacher, x, self.teacher_precision)
+        return logits.clone()  # a normal tensor: losses may save it for backward
 
     # --- training ------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):

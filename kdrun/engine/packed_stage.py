@@ -42,8 +42,6 @@ def member_obstacle(prepared) -> str | None:
     plan = prepared.plan
     if any(isinstance(loss, FeatureLoss) for loss in plan.student.schedule.losses):
         return "a feature loss hooks one student's layers"
-    if prepared.cached is not None and prepared.cached.views is not None:
-        return "the view cache is read per member's view stream (not in packs yet)"
     if plan.student.callbacks:
         return "analysis callbacks watch one student"
     if plan.splits.world_size > 1:
@@ -56,12 +54,17 @@ def pass_signature(prepared) -> tuple:
     the steps, the data path, and (for members whose teacher runs online) that teacher."""
     plan = prepared.plan
     budget = plan.student.budget
-    online_teacher = prepared.teacher.key or str(prepared.teacher.path) if prepared.cached is None else None
+    online_teacher = (prepared.teacher.key or str(prepared.teacher.path)) if _runs_teacher(prepared) else None
     return (tuple(plan.splits.source.input_shape), plan.splits.num_classes, len(plan.splits.student_indices),
             len(plan.splits.source.split("val").dataset), budget.batch_size, budget.drop_last, budget.max_epochs,
             budget.max_steps,
             budget.total_steps, plan.fast_path, plan.splits.source.task, online_teacher,
             plan.student.teacher_precision)
+
+
+def _runs_teacher(prepared) -> bool:
+    """Whether the member's teacher network runs during training (online, or filling a view cache)."""
+    return prepared.cached is None or prepared.cached.views is not None
 
 
 def member_memory_bytes(prepared) -> float:
@@ -96,6 +99,13 @@ def loss_key(cfg) -> str:
     return json.dumps(settings, sort_keys=True, default=str)
 
 
+def _view_cache(prepared) -> tuple:
+    """(view cache, the views its loader draws) of a member that reads the view cache, else (None, None)."""
+    if prepared.cached is None or prepared.cached.views is None:
+        return None, None
+    return prepared.cached.views, prepared.plan.splits.view_stream(prepared.plan.student.order_seed)
+
+
 def pack_owner(members: list) -> StageOwner:
     """What a pack's checkpoint belongs to: its members' student owners, in order."""
     return StageOwner.of("student", {"pack": [member.plan.student.owner.digest for member in members]})
@@ -114,11 +124,11 @@ def train_pack(members: list, pack_dir: Path, names: list[str]) -> list[StageRes
         if member.cached is not None and id(member.cached.logits) not in positions:
             positions[id(member.cached.logits)] = len(tables)
             tables.append(member.cached.logits)
-    online = next((member.teacher.model for member in members if member.cached is None), None)
+    online = next((member.teacher.model for member in members if _runs_teacher(member)), None)
     pack = [PackMember(member.plan.student.schedule, member.cfg.student.optimizer,
                        positions.get(id(member.cached.logits)) if member.cached is not None else None,
                        build_logger(member.cfg, "student", member.output_dir, member.plan.group, resume.epochs_done),
-                       loss_key(member.cfg))
+                       loss_key(member.cfg), *_view_cache(member))
             for member in members]
     students = StackedModels([member.plan.student.model for member in members])
     module = PackedDistillationModule(students, pack, tables, online, plan.splits.num_classes,
@@ -139,6 +149,10 @@ def train_pack(members: list, pack_dir: Path, names: list[str]) -> list[StageRes
         for member in pack:
             close_logger(member.logger, failed=True)
         raise
+    finally:
+        for member in pack:
+            if member.view_cache is not None:
+                member.view_cache.close()  # its read-only maps still answer the fill ratio
     for k in module.failures:
         close_logger(pack[k].logger, failed=True)  # the members that stopped alone; the others finish their runs
     record = {"pack/size": len(members), "pack/members": ",".join(names), "pack/id": owner.digest}

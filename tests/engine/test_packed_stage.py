@@ -89,6 +89,17 @@ def test_resnet_members_equal_their_separate_runs(tmp_path, cifar_root, shared_s
         assert_same_run(tmp_path, k, packed[k], alone[k], rtol=1e-7)
 
 
+def test_members_read_and_fill_the_view_cache(tmp_path, cifar_root, shared_store):
+    """Under cifar_standard the members read the teacher's outputs per (sample, view) from the view cache, each
+    through its own view stream, and fill what is missing, as their separate runs do."""
+    common = [*AUGMENTED_CIFAR, f"data.root={cifar_root}", f"teacher.store={shared_store}", *FLOAT64]
+    packed, alone = pack_and_alone(tmp_path, common, [["seed=0"], ["seed=1", "loss.temperature=2"]])
+    for k in range(2):
+        assert packed[k]["teacher/outputs"] == alone[k]["teacher/outputs"] and "view" in packed[k]["teacher/outputs"]
+        assert packed[k]["teacher/view_cache_hits"] + packed[k]["teacher/view_cache_computed"] > 0
+        assert_same_run(tmp_path, k, packed[k], alone[k], rtol=1e-7)
+
+
 def test_float32_members_match_predictions(tmp_path, shared_store):
     """The default precision, an MLP: weights to float32 rounding and the same predictions."""
     common = [*MLP, "student.epochs=2", f"teacher.store={shared_store}", *SMALL]
