@@ -110,6 +110,7 @@ class PackedDistillationModule(L.LightningModule):
             groups.setdefault(member.loss_key or f"member {k}", []).append(k)
         self.loss_groups = list(groups.values())
         self._unbatchable: set[int] = set()  # groups whose schedule failed under vmap
+        self._row_indices: dict[tuple, torch.Tensor] = {}
         self.owner = owner
         self.step_metrics = StepMetricBuffer()  # every member's step values, split per member at flushes
         self.failures: dict[int, TrainingDiverged] = {}  # member -> why it stopped
@@ -171,10 +172,20 @@ class PackedDistillationModule(L.LightningModule):
             else:
                 online.append(k)
         if online:
-            logits = self._online_teacher(x[online].flatten(0, 1))
+            logits = self._online_teacher(self._rows(x, online).flatten(0, 1))
             logits = logits.view(len(online), x.shape[1], *logits.shape[1:])
             out.update({k: logits[position] for position, k in enumerate(online)})
         return out
+
+    def _rows(self, tensor: torch.Tensor, members: list[int]) -> torch.Tensor:
+        """The members' slices of a stacked tensor; their index tensor is made once per device (a list index
+        would copy it to the device every step)."""
+        if len(members) == self.count:
+            return tensor
+        key = (tuple(members), tensor.device)
+        if key not in self._row_indices:
+            self._row_indices[key] = torch.tensor(members, device=tensor.device)
+        return tensor.index_select(0, self._row_indices[key])
 
     def _online_teacher(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -222,9 +233,7 @@ class PackedDistillationModule(L.LightningModule):
 
     def _vmapped_losses(self, group: list[int], step: int, logits, teacher: dict, batch) -> list[tuple[int, tuple]]:
         schedule = self.members[group[0]].schedule
-        rows = (None if group == list(range(self.count))
-                else torch.tensor(group, device=logits.device))
-        pick = (lambda tensor: tensor) if rows is None else (lambda tensor: tensor.index_select(0, rows))
+        pick = lambda tensor: self._rows(tensor, group)  # noqa: E731
         teacher_logits = torch.stack([teacher[k] for k in group]) if group[0] in teacher else None
         plain: dict = {}
 
