@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -140,3 +141,54 @@ def append_summary_line(arguments) -> None:
 
     sweep, num = arguments
     SweepRecorder().on_job_end(config=job_config(Path(sweep), num), job_return=FakeJobReturn(None))
+
+
+def wandb_log_records(run_folder: Path) -> list:
+    """The records of an offline wandb run (its run-*.wandb: a LevelDB-style log of protobuf records), complete.
+
+    wandb's service writes the log in its own process and may still hold the tail after `finish()` returns;
+    `wandb.teardown()` stops the service, which closes (flushes) every log first. A log without its `exit`
+    record fails here rather than as a missing key further on."""
+    import wandb
+    from wandb.proto import wandb_internal_pb2
+
+    wandb.teardown()
+    path = next(run_folder.glob("run-*.wandb"))
+    data = path.read_bytes()
+    header = 7  # "W&B" magic, a 2-byte version, 2-byte (zero) padding
+    block_size, position, payload, records = 32 * 1024, header, b"", []
+    while position + 7 <= len(data):
+        if block_size - position % block_size < 7:  # a block's tail too short for a chunk header
+            position += block_size - position % block_size
+            continue
+        _checksum, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        chunk = data[position + 7:position + 7 + length]
+        position += 7 + length
+        if kind == 0:
+            break
+        payload += chunk
+        if kind in (1, 4):  # a whole record, or the last chunk of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(payload)
+            records.append(record)
+            payload = b""
+        elif kind == 2:  # the first chunk of a record split across blocks
+            payload = chunk
+    kinds = [record.WhichOneof("record_type") for record in records]
+    assert "exit" in kinds, f"{path} ends before its exit record ({len(data)} bytes, last records {kinds[-3:]})"
+    return records
+
+
+def wandb_log_bytes(run_folder: Path) -> bytes:
+    """An offline wandb run's whole log as bytes (keys and names appear verbatim in its protobuf records)."""
+    wandb_log_records(run_folder)  # flushed and complete
+    return next(run_folder.glob("run-*.wandb")).read_bytes()
+
+
+def wandb_runs_in_start_order(wandb_dir: Path) -> list[Path]:
+    """The offline run folders under a wandb/ directory, by their runs' start times (folder names carry whole
+    seconds only: a teacher and its student may start within one)."""
+    def started(folder: Path) -> float:
+        run = next(r.run for r in wandb_log_records(folder) if r.WhichOneof("record_type") == "run")
+        return run.start_time.ToNanoseconds()
+    return sorted(wandb_dir.glob("offline-run-*"), key=started)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from support import run_in_process
+from support import run_in_process, wandb_log_bytes, wandb_runs_in_start_order
 from kdrun.engine.loggers import wandb_mode
 
 
@@ -14,9 +14,9 @@ def test_wandb_logger_writes_offline_runs_for_both_stages(tmp_path, monkeypatch)
     for variable in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR"):
         monkeypatch.delenv(variable, raising=False)
     _, run_dir = run_in_process(tmp_path, ["logger=wandb"], name="wandb_grouped_run")
-    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    runs = wandb_runs_in_start_order(run_dir / "wandb")
     assert len(runs) == 2, runs  # teacher and student are separate runs
-    logs = [next(run.glob("run-*.wandb")).read_bytes() for run in runs]
+    logs = [wandb_log_bytes(run) for run in runs]
     teacher_log, student_log = logs  # started in this order
     group = run_dir.name.encode()
     assert group in teacher_log and group in student_log  # grouped by the run (or sweep) directory

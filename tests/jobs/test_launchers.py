@@ -3,14 +3,13 @@ submitit executor and joblib's parallel workers with one shared teacher, and wan
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from support import kdrun_command, read_metrics
+from support import kdrun_command, read_metrics, wandb_log_records, wandb_runs_in_start_order
 from kdrun.config.tree import config_dir
 from kdrun.errors import ConfigError
 from kdrun.jobs.launchers import check_launcher_support
@@ -160,34 +159,6 @@ def test_joblib_refuses_what_its_workers_cannot_run(overrides, expected):
 # wandb: offline without a key, one group per sweep, a job type per stage
 # --------------------------------------------------------------------------------------------
 
-def wandb_run_records(path: Path) -> list:
-    """The `run` records of an offline .wandb file (a LevelDB-style log of protobuf records)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = path.read_bytes()
-    header = 7  # "W&B" magic, a 2-byte version, 2-byte (zero) padding
-    block_size, position, payload, records = 32 * 1024, header, b"", []
-    while position + 7 <= len(data):
-        if block_size - position % block_size < 7:  # a block's tail too short for a chunk header
-            position += block_size - position % block_size
-            continue
-        _checksum, length, kind = struct.unpack("<IHB", data[position:position + 7])
-        chunk = data[position + 7:position + 7 + length]
-        position += 7 + length
-        if kind == 0:
-            break
-        payload += chunk
-        if kind in (1, 4):  # a whole record, or the last chunk of one
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(payload)
-            if record.WhichOneof("record_type") == "run":
-                records.append(record.run)
-            payload = b""
-        elif kind == 2:  # the first chunk of a record split across blocks
-            payload = chunk
-    return records
-
-
 @pytest.mark.slow  # several processes or sweep jobs: the optional `pytest -m slow` job
 def test_wandb_runs_of_a_sweep_share_one_group_with_a_job_type_per_stage(tmp_path):
     env = {"HOME": str(tmp_path), "WANDB_API_KEY": None, "WANDB_MODE": None, "WANDB_DIR": None}
@@ -196,9 +167,9 @@ def test_wandb_runs_of_a_sweep_share_one_group_with_a_job_type_per_stage(tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = only_sweep(tmp_path)
     for job in ("0", "1"):
-        runs = sorted((sweep / job / "wandb").glob("offline-run-*"))  # offline: no key, no network
+        runs = wandb_runs_in_start_order(sweep / job / "wandb")  # offline: no key, no network
         assert len(runs) == 2, runs
-        records = [wandb_run_records(next(run.glob("run-*.wandb")))[0] for run in runs]
+        records = [next(r.run for r in wandb_log_records(run) if r.WhichOneof("record_type") == "run") for run in runs]
         assert [record.job_type for record in records] == ["teacher", "student"]  # started in this order
         assert {record.run_group for record in records} == {sweep.name}
         assert [record.display_name for record in records] == [f"{job}-teacher", f"{job}-student"]

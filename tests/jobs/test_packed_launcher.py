@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from support import read_metrics
+from support import read_metrics, wandb_log_bytes
 
 from kdrun.jobs.sweep_recorder import read_summary
 
@@ -139,8 +139,7 @@ def test_each_member_logs_its_own_wandb_run(tmp_path, shared_store, monkeypatch)
                              f"teacher.store={shared_store}", *SMALL, "logger=wandb", "seed=0,1", "student.epochs=1"])
     for job in range(2):
         assert read_metrics(sweep / str(job))["pack/size"] == 2
-        runs = [next(run.glob("run-*.wandb")).read_bytes()
-                for run in (sweep / str(job) / "wandb").glob("offline-run-*")]
+        runs = [wandb_log_bytes(run) for run in (sweep / str(job) / "wandb").glob("offline-run-*")]
         students = [log for log in runs if f"{job}-student".encode() in log]  # job 0 also holds the teacher's run
         assert len(students) == 1, len(runs)
         log = students[0]
