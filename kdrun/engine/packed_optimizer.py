@@ -78,16 +78,19 @@ class StackedOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                lr = group["lr"] * self._per_member(group, "member_lr", p)
-                decay = self._per_member(group, "member_weight_decay", p)
-                state = self.state[p]
-                if self.name == "sgd":
-                    self._sgd(p, p.grad, state, lr, decay, group)
-                else:
-                    self._adam(p, p.grad, state, lr, decay, group)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            # each formula runs over the group's tensors at once (torch._foreach_*, as torch.optim's foreach
+            # implementations): a pack's many small tensors would otherwise pay a dispatch per op and tensor
+            lrs = torch._foreach_mul([self._per_member(group, "member_lr", p) for p in params], group["lr"])
+            decays = [self._per_member(group, "member_weight_decay", p) for p in params]
+            states = [self.state[p] for p in params]
+            grads = [p.grad for p in params]
+            if self.name == "sgd":
+                self._sgd(params, grads, states, lrs, decays, group)
+            else:
+                self._adam(params, grads, states, lrs, decays, group)
         return loss
 
     def _per_member(self, group: dict, key: str, p: torch.Tensor) -> torch.Tensor:
@@ -98,33 +101,49 @@ class StackedOptimizer(torch.optim.Optimizer):
         return cached
 
     @staticmethod
-    def _sgd(p, grad, state, lr, decay, group) -> None:
-        d_p = grad + decay * p
+    def _sgd(params, grads, states, lrs, decays, group) -> None:
+        d_ps = torch._foreach_add(grads, torch._foreach_mul(decays, params))  # grad + decay * p
         momentum = group["momentum"]
         if momentum > 0:
-            buffer = state.get("momentum_buffer")
-            if buffer is None:
-                buffer = state["momentum_buffer"] = d_p.clone()
-            else:
-                buffer.mul_(momentum).add_(d_p)
-            d_p = d_p + momentum * buffer if group["nesterov"] else buffer
-        p.sub_(lr * d_p)
+            fresh = [i for i, state in enumerate(states) if "momentum_buffer" not in state]
+            for i in fresh:  # the first step: the buffer starts at d_p (torch.optim.SGD)
+                states[i]["momentum_buffer"] = d_ps[i].clone()
+            ongoing = [i for i in range(len(states)) if i not in set(fresh)]
+            if ongoing:
+                buffers = [states[i]["momentum_buffer"] for i in ongoing]
+                torch._foreach_mul_(buffers, momentum)
+                torch._foreach_add_(buffers, [d_ps[i] for i in ongoing])
+            buffers = [state["momentum_buffer"] for state in states]
+            d_ps = (torch._foreach_add(d_ps, torch._foreach_mul(buffers, momentum)) if group["nesterov"]
+                    else buffers)
+        torch._foreach_sub_(params, torch._foreach_mul(lrs, d_ps))  # p -= lr * d_p
 
-    def _adam(self, p, grad, state, lr, decay, group) -> None:
+    def _adam(self, params, grads, states, lrs, decays, group) -> None:
         beta1, beta2 = group["betas"]
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = torch.zeros_like(p)
-            state["exp_avg_sq"] = torch.zeros_like(p)
-        if self.name == "adamw":
-            p.mul_(1 - lr * decay)  # decoupled decay, before the moment update (torch.optim.AdamW)
-        else:
-            grad = grad + decay * p  # L2 in the gradient (torch.optim.Adam)
-        state["step"] += 1
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(grad, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        bias_correction1 = 1 - beta1 ** state["step"]
-        bias_correction2_sqrt = (1 - beta2 ** state["step"]) ** 0.5
-        denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(group["eps"])
-        p.sub_((lr / bias_correction1) * exp_avg / denom)
+        for p, state in zip(params, states):
+            if not state:
+                state["step"] = 0
+                state["exp_avg"] = torch.zeros_like(p)
+                state["exp_avg_sq"] = torch.zeros_like(p)
+        if self.name == "adamw":  # decoupled decay, before the moment update (torch.optim.AdamW)
+            factors = torch._foreach_mul(lrs, decays)
+            torch._foreach_neg_(factors)
+            torch._foreach_add_(factors, 1.0)  # 1 - lr * decay
+            torch._foreach_mul_(params, factors)
+        else:  # L2 in the gradient (torch.optim.Adam)
+            grads = torch._foreach_add(grads, torch._foreach_mul(decays, params))
+        for state in states:
+            state["step"] += 1
+        exp_avgs = [state["exp_avg"] for state in states]
+        exp_avg_sqs = [state["exp_avg_sq"] for state in states]
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+        bias_corrections1 = [1 - beta1 ** state["step"] for state in states]
+        bias_corrections2_sqrt = [(1 - beta2 ** state["step"]) ** 0.5 for state in states]
+        denominators = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denominators, bias_corrections2_sqrt)
+        torch._foreach_add_(denominators, group["eps"])
+        updates = torch._foreach_mul(torch._foreach_div(lrs, bias_corrections1), exp_avgs)  # (lr / bc1) * m
+        torch._foreach_div_(updates, denominators)
+        torch._foreach_sub_(params, updates)

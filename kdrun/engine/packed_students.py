@@ -1,5 +1,6 @@
 """K students of one architecture trained as one module: parameters and buffers stacked along a new first
-dimension, the forward pass of every member at once with `torch.func.vmap(functional_call)`.
+dimension, the forward pass of every member at once with `torch.func.vmap(functional_call)` (architectures
+of linear and element-wise layers run natively instead, as batched matrix products: kdrun.engine.stacked_forward).
 
 The core of packed sweeps (a sweep's students that share architecture, data shape, batch size and step count
 train in one process and one pass). Each member keeps its own weights, BatchNorm running statistics (the
@@ -26,6 +27,8 @@ from typing import Sequence
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
+
+from kdrun.engine.stacked_forward import natively_stackable, stacked_forward
 
 
 def _mangled(name: str) -> str:
@@ -64,6 +67,7 @@ class StackedModels(nn.Module):
             self.register_buffer(_mangled(name), value.detach().clone())
         # the architecture without storage, called functionally; a list keeps it out of the module tree
         self._skeleton = [copy.deepcopy(models[0]).to("meta")]
+        self.native = natively_stackable(models[0])  # batched matrix products instead of vmap (the MLP family)
 
     def _tensors(self) -> tuple[dict, dict]:
         return ({name: getattr(self, _mangled(name)) for name in self.parameter_names},
@@ -73,6 +77,9 @@ class StackedModels(nn.Module):
         if x.shape[0] != self.count:
             raise ValueError(f"stacked input of {x.shape[0]} members for a pack of {self.count}")
         skeleton = self._skeleton[0].train(self.training)  # BatchNorm and dropout follow the pack's mode
+        if self.native:
+            params, buffers = self._tensors()
+            return stacked_forward(skeleton, {**params, **buffers}, x, self.training)
 
         def member(params, buffers, inputs):
             return functional_call(skeleton, (params, buffers), (inputs,))

@@ -131,3 +131,50 @@ def test_a_non_finite_member_is_found_alone_and_mismatched_members_are_refused()
         check_same_architecture([mlp, _models("cnn_batchnorm", 1)[0]])
     with pytest.raises(ValueError, match="stacked input of 2 members for a pack of 3"):
         StackedModels(_models("mlp"))(torch.zeros(2, 4, 64))
+
+
+# --------------------------------------------------------------------------------------------
+# the MLP family runs natively (batched matrix products), everything else through vmap
+# --------------------------------------------------------------------------------------------
+
+class _Residual(torch.nn.Sequential):
+    def forward(self, x):  # a Sequential whose forward is not the plain chain: must not be walked
+        return x + super().forward(x)
+
+
+def test_only_architectures_of_linear_and_elementwise_layers_run_natively():
+    from kdrun.engine.stacked_forward import natively_stackable
+
+    assert StackedModels(_models("mlp")).native
+    assert not StackedModels(_models("cnn_batchnorm")).native  # convolutions and BatchNorm keep vmap
+    assert not natively_stackable(_Residual(torch.nn.Linear(4, 4)))
+    assert natively_stackable(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 4, bias=False),
+                                                  torch.nn.GELU(), torch.nn.Dropout(0.1)))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_native_stacked_forward_equals_vmaps_with_gradients(bias):
+    """Flatten counted from the batch dimension, a linear layer on a 3-d input, dropout off in eval, no bias."""
+    from kdrun.engine.stacked_forward import stacked_forward
+
+    def model():
+        return torch.nn.Sequential(torch.nn.Flatten(start_dim=2), torch.nn.Linear(12, 6, bias=bias),
+                                   torch.nn.Tanh(), torch.nn.Dropout(0.5), torch.nn.Linear(6, 3, bias=bias)).double()
+
+    torch.manual_seed(0)
+    models = [model() for _ in range(MEMBERS)]
+    x = torch.randn(MEMBERS, BATCH, 5, 3, 4, dtype=torch.float64)
+    native, vmapped = StackedModels(models).eval(), StackedModels(models).eval()
+    vmapped.native = False
+    assert native.native
+    out_native, out_vmapped = native(x), vmapped(x)
+    assert out_native.shape == (MEMBERS, BATCH, 5, 3)
+    torch.testing.assert_close(out_native, out_vmapped, rtol=1e-12, atol=1e-12)
+    separate = torch.stack([m.eval()(x[k]) for k, m in enumerate(models)])
+    torch.testing.assert_close(out_native, separate, rtol=1e-12, atol=1e-12)
+    out_native.square().sum().backward()
+    out_vmapped.square().sum().backward()
+    for (name, a), (_, b) in zip(native.named_parameters(), vmapped.named_parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=1e-12, msg=name)
+    with pytest.raises(TypeError, match="no native stacked form"):
+        stacked_forward(torch.nn.Conv2d(1, 1, 1), {}, x, False)
