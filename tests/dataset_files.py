@@ -154,3 +154,45 @@ def write_image_folder(root: Path, rng, train_per_class: int = 4, test_per_class
                 ys.append(label)
         arrays[split] = (np.array(xs, dtype=object), np.array(ys))
     return Written(root, *arrays["train"], *arrays["test"])
+
+
+# Tiny-ImageNet's wnids for the tests' few classes (real ImageNet synsets), written unsorted as the release is
+TINY_WNIDS = ["n02124075", "n01443537", "n04067472", "n01629819"]
+TINY_COLOURS = {"n01443537": (200, 30, 30), "n01629819": (30, 200, 30), "n02124075": (30, 30, 200),
+                "n04067472": (200, 200, 30)}  # a flat colour per class: a JPEG of it decodes within a few levels
+
+
+def write_tiny_imagenet(root: Path, train_per_class: int = 6, val_per_class: int = 3) -> Path:
+    """<root>/tiny-imagenet-200 in the release's layout: wnids.txt, words.txt, train/<wnid>/images/<wnid>_<i>.JPEG
+    (and the <wnid>_boxes.txt the release has), val/images/val_<i>.JPEG with val/val_annotations.txt, and a
+    test/images folder without labels. 64x64 JPEGs; one training image per class is grayscale, as some of the
+    release's are. Returns the release folder."""
+    folder = root / "tiny-imagenet-200"
+    (folder / "val" / "images").mkdir(parents=True)
+    (folder / "test" / "images").mkdir(parents=True)
+    (folder / "wnids.txt").write_text("".join(f"{wnid}\n" for wnid in TINY_WNIDS))
+    (folder / "words.txt").write_text("n01443537\tgoldfish, Carassius auratus\nn01629819\tEuropean fire salamander\n"
+                                      "n02124075\tEgyptian cat\nn04067472\treel\nn09999999\tnot a class\n")
+
+    def image(wnid: str, gray: bool = False) -> Image.Image:
+        pixels = np.zeros((64, 64, 3), dtype=np.uint8) + np.array(TINY_COLOURS[wnid], dtype=np.uint8)
+        picture = Image.fromarray(pixels)
+        return picture.convert("L") if gray else picture
+
+    for wnid in TINY_WNIDS:
+        images = folder / "train" / wnid / "images"
+        images.mkdir(parents=True)
+        boxes = []
+        for i in range(train_per_class):
+            image(wnid, gray=i == 0).save(images / f"{wnid}_{i}.JPEG", format="JPEG", quality=95)
+            boxes.append(f"{wnid}_{i}.JPEG\t0\t0\t63\t63\n")
+        (folder / "train" / wnid / f"{wnid}_boxes.txt").write_text("".join(boxes))
+    lines, number = [], 0
+    for i in range(val_per_class):
+        for wnid in TINY_WNIDS:
+            image(wnid).save(folder / "val" / "images" / f"val_{number}.JPEG", format="JPEG", quality=95)
+            lines.append(f"val_{number}.JPEG\t{wnid}\t0\t0\t63\t63\n")
+            number += 1
+    (folder / "val" / "val_annotations.txt").write_text("".join(lines))
+    image(TINY_WNIDS[0]).save(folder / "test" / "images" / "test_0.JPEG", format="JPEG")
+    return folder

@@ -44,6 +44,8 @@ def check_data_config(cfg) -> None:
                        meaning="pixels of padding before the random crop")
     check_number(cfg.get("rotation_degrees", 15.0), "data.rotation_degrees", low=0,
                  meaning="cifar_rotation: the largest rotation")
+    check_number(cfg.get("crop_min_scale", 0.08), "data.crop_min_scale", low=0, high=1, low_inclusive=False,
+                 meaning="random_resized_crop: the smallest share of the image's area a crop keeps")
     pool = check_whole_number(cfg.get("view_pool"), "data.view_pool", minimum=1, allow_none=True,
                               meaning="views pre-drawn per training sample for the student (null: fresh draws)")
     check_seed(cfg.get("view_pool_seed", 0), "data.view_pool_seed", meaning="draws data.view_pool's views")

@@ -20,22 +20,20 @@ from typing import Callable
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 from torchvision.transforms import v2
 
+from kdrun.data.image_files import IMAGE_MODES, TO_UINT8_TENSOR, decode_cache_applies, decoded
 from kdrun.data.registry import register_source
 from kdrun.data.sources import SourceSplits, Split, carve_validation
 from kdrun.errors import ConfigError
-from kdrun.progress import progress
 from kdrun.config.checks import (auto_switch, check_choice, check_flag, check_list, check_number, check_string,
                                  check_whole_number)
 
 log = logging.getLogger("kdrun")
 
-# PIL image -> uint8 tensor (C, H, W), values unchanged (no scaling to [0, 1]).
-TO_UINT8_TENSOR = v2.PILToTensor()
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -78,15 +76,15 @@ class SVHNFilesOnly(datasets.SVHN):
 # --- shared loading -----------------------------------------------------------------------------
 
 
-def _root(cfg) -> str:
+def root_directory(cfg) -> str:
     return os.path.abspath(os.path.expanduser(str(cfg.root)))
 
 
-def _split(dataset: Dataset, labels) -> Split:
+def labelled_split(dataset: Dataset, labels) -> Split:
     return Split(dataset=dataset, targets=np.asarray(labels, dtype=np.int64).reshape(-1))
 
 
-def _carve(pool: Split, cfg, title: str) -> tuple[Split, Split]:
+def carve_pool(pool: Split, cfg, title: str) -> tuple[Split, Split]:
     try:
         return carve_validation(pool, cfg.val_fraction, cfg.split_seed)
     except ConfigError:
@@ -113,7 +111,7 @@ def _load_official(cfg, title: str, directory: str, files: list[str], checksumme
     except (RuntimeError, OSError) as error:  # not found / MD5 mismatch / URLError and other network errors
         missing = _missing(directory, files)
         how = (f"Get them with data.download=true on a machine with internet access (it downloads into "
-               f"data.root={_root(cfg)}), or copy the files ({', '.join(files)}) into {directory}.")
+               f"data.root={root_directory(cfg)}), or copy the files ({', '.join(files)}) into {directory}.")
         if download and (missing or isinstance(error, OSError)):
             message = (f"{title}: downloading the dataset failed ({type(error).__name__}: {error}); files missing "
                        f"from {directory}: {', '.join(missing) or 'none'}. {how}")
@@ -150,8 +148,6 @@ def _check_file_options(cfg) -> None:
                meaning="false accepts files that differ from the official release")
 
 
-IMAGE_MODES = {1: "L", 3: "RGB"}  # data.channels -> the PIL mode images are converted to
-
 
 def _check_image_folder(cfg) -> None:
     _check_file_options(cfg)
@@ -177,14 +173,14 @@ def _check_image_folder(cfg) -> None:
 def _mnist_like(cfg, title: str, cls: type[datasets.MNIST], mean: float, std: float) -> SourceSplits:
     # MNIST's raw files carry no checksums in torchvision (its downloads are checked either way),
     # so verify_checksums changes nothing here.
-    root = _root(cfg)
+    root = root_directory(cfg)
     directory = os.path.join(root, cls.__name__, "raw")
     files = [os.path.splitext(os.path.basename(url))[0] for url, _ in cls.resources]
     train, test = _load_official(
         cfg, title, directory, files, False,
         lambda is_train, download: cls(root, train=is_train, transform=TO_UINT8_TENSOR, download=download))
-    pool, val = _carve(_split(train, train.targets.numpy()), cfg, title)
-    return SourceSplits(train=pool, val=val, test=_split(test, test.targets.numpy()), num_classes=10,
+    pool, val = carve_pool(labelled_split(train, train.targets.numpy()), cfg, title)
+    return SourceSplits(train=pool, val=val, test=labelled_split(test, test.targets.numpy()), num_classes=10,
                         input_shape=(1, 28, 28), image=True, mean=(mean,), std=(std,))
 
 
@@ -202,15 +198,15 @@ def load_fashion_mnist(cfg) -> SourceSplits:
 
 def _cifar(cfg, title: str, checked: type[datasets.CIFAR10], files_only: type[datasets.CIFAR10],
            num_classes: int, mean, std) -> SourceSplits:
-    root = _root(cfg)
+    root = root_directory(cfg)
     directory = os.path.join(root, checked.base_folder)
     files = [name for name, _ in checked.train_list + checked.test_list] + [checked.meta["filename"]]
     cls = checked if cfg.verify_checksums else files_only
     train, test = _load_official(
         cfg, title, directory, files, bool(cfg.verify_checksums),
         lambda is_train, download: cls(root, train=is_train, transform=TO_UINT8_TENSOR, download=download))
-    pool, val = _carve(_split(train, train.targets), cfg, title)
-    return SourceSplits(train=pool, val=val, test=_split(test, test.targets), num_classes=num_classes,
+    pool, val = carve_pool(labelled_split(train, train.targets), cfg, title)
+    return SourceSplits(train=pool, val=val, test=labelled_split(test, test.targets), num_classes=num_classes,
                         input_shape=(3, 32, 32), image=True, mean=tuple(mean), std=tuple(std))
 
 
@@ -234,15 +230,15 @@ def load_svhn(cfg) -> SourceSplits:
 
     The 531,131 'extra' images are not used.
     """
-    root = _root(cfg)
+    root = root_directory(cfg)
     files = [datasets.SVHN.split_list[split][1] for split in ("train", "test")]
     cls = datasets.SVHN if cfg.verify_checksums else SVHNFilesOnly
     train, test = _load_official(
         cfg, "SVHN", root, files, bool(cfg.verify_checksums),
         lambda is_train, download: cls(root, split="train" if is_train else "test", transform=TO_UINT8_TENSOR,
                                        download=download))
-    pool, val = _carve(_split(train, train.labels), cfg, "SVHN")
-    return SourceSplits(train=pool, val=val, test=_split(test, test.labels), num_classes=10,
+    pool, val = carve_pool(labelled_split(train, train.labels), cfg, "SVHN")
+    return SourceSplits(train=pool, val=val, test=labelled_split(test, test.labels), num_classes=10,
                         input_shape=(3, 32, 32), image=True,
                         mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970))
 
@@ -268,12 +264,12 @@ def load_image_folder(cfg) -> SourceSplits:
             f"image_folder: the class folders differ between data.train_dir ({', '.join(train.classes)}) and "
             f"data.test_dir ({', '.join(test.classes)}); both need the same class sub-folders"
         )
-    in_memory = _decode_cache_applies(cfg, len(train) + len(test), channels, size)
+    in_memory = decode_cache_applies(cfg, len(train) + len(test), channels, size, "image_folder")
     if in_memory:
-        train, test = _decoded(train, "data.train_dir"), _decoded(test, "data.test_dir")
-    pool, val = _carve(_split(train, train.targets), cfg, "image_folder")
+        train, test = decoded(train, "data.train_dir"), decoded(test, "data.test_dir")
+    pool, val = carve_pool(labelled_split(train, train.targets), cfg, "image_folder")
     mean, std = _statistics(cfg, pool, channels)
-    return SourceSplits(train=pool, val=val, test=_split(test, test.targets), num_classes=len(train.classes),
+    return SourceSplits(train=pool, val=val, test=labelled_split(test, test.targets), num_classes=len(train.classes),
                         input_shape=(channels, size, size), image=True, mean=mean, std=std,
                         samples_in_memory=in_memory)
 
@@ -301,36 +297,6 @@ def _channels_of(folder: datasets.ImageFolder) -> int:
     """data.channels=null: grayscale (1) when the first training image is, else RGB (3)."""
     image, _ = folder[0]
     return 1 if image.mode in ("1", "L", "I", "I;16", "F") else 3
-
-
-def _decode_cache_applies(cfg, images: int, channels: int, size: int) -> bool:
-    """Whether the images are decoded once into memory: `data.decode_cache` auto (within
-    `data.decode_cache_max_mb`), true (whatever the size) or false."""
-    megabytes = images * channels * size * size / 2**20
-    budget = float(cfg.get("decode_cache_max_mb", 2048))
-    mode = auto_switch(cfg, "decode_cache", "data")
-    if mode == "auto" and megabytes > budget:
-        log.info("image_folder: %d images need %.0f MB decoded, over data.decode_cache_max_mb=%g: decoding them "
-                 "from their files at every epoch instead (raise the limit or set data.decode_cache=true)",
-                 images, megabytes, budget)
-    return mode == "true" or (mode == "auto" and megabytes <= budget)
-
-
-def _decoded(folder: datasets.ImageFolder, key: str) -> TensorDataset:
-    """Every image of `folder` decoded once, as one uint8 tensor (n, C, H, W), with its labels."""
-    images = [folder[index][0] for index in progress(range(len(folder)), f"decoding {key}", len(folder))]
-    return _TensorFolder(torch.stack(images), torch.as_tensor(folder.targets, dtype=torch.long), folder.classes)
-
-
-class _TensorFolder(TensorDataset):
-    """A decoded image folder: the images in memory, its `classes` and `targets` kept."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, classes: list[str]):
-        super().__init__(x, y)
-        self.classes, self.targets = classes, y.tolist()
-
-    def __getitem__(self, index):
-        return self.tensors[0][index], self.targets[index]  # an int label, as the folder on disk gives
 
 
 def _statistics(cfg, pool: Split, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -122,10 +122,13 @@ def student_views(data_cfg, image_size: int | None) -> CropFlipViews | PooledVie
         return finite_views(data_cfg, image_size)
     preset = data_cfg.get("augment", "none") or "none"
     padding, rotation = int(data_cfg.get("crop_padding", 4)), float(data_cfg.get("rotation_degrees", 15.0))
+    min_scale = float(data_cfg.get("crop_min_scale", 0.08))
     settings = {"size": int(image_size), "padding": padding}
     if preset == "cifar_rotation":
         settings["rotation"] = rotation
-    return PooledViews(preset, augmentation(preset, int(image_size), padding, rotation), int(pool),
+    if preset == "random_resized_crop":
+        settings = {"size": int(image_size), "min_scale": min_scale}
+    return PooledViews(preset, augmentation(preset, int(image_size), padding, rotation, min_scale), int(pool),
                        int(data_cfg.get("view_pool_seed", 0)), settings)
 
 

@@ -58,3 +58,23 @@ def test_augmenting_a_vector_source_is_refused():
         build_transforms(cfg(augment="cifar_standard"), vector)
     with pytest.raises(ConfigError, match="allowed: none, cifar_standard"):
         augmentation("mixup", 32)
+
+
+def test_random_resized_crop_keeps_the_size_and_draws_crops_of_the_configured_scale():
+    ops = augmentation("random_resized_crop", 64, min_scale=0.35)
+    assert isinstance(ops[0], v2.RandomResizedCrop) and ops[0].scale == (0.35, 1.0) and tuple(ops[0].size) == (64, 64)
+    assert isinstance(ops[1], v2.RandomHorizontalFlip)
+    train, _ = build_transforms(cfg(augment="random_resized_crop", crop_min_scale=0.5), image_source())
+    torch.manual_seed(0)
+    image = torch.arange(3 * 32 * 32, dtype=torch.float32).reshape(3, 32, 32).div(3 * 32 * 32 / 255).to(torch.uint8)
+    outs = [train(image) for _ in range(4)]
+    assert all(out.shape == (3, 32, 32) for out in outs)
+    assert any(not outs[0].equal(out) for out in outs[1:])  # random crops
+
+
+def test_crop_min_scale_is_checked():
+    from kdrun.data.datamodule import check_data_config
+
+    bad = OmegaConf.create({"batch_size": 8, "augment": "random_resized_crop", "crop_min_scale": 1.5})
+    with pytest.raises(ConfigError, match=r"data.crop_min_scale"):
+        check_data_config(bad)
