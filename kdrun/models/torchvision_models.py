@@ -1,4 +1,5 @@
-"""ImageNet-family architectures from torchvision (never pretrained): `resnet18`, `resnet50`, `mobilenet_v2`.
+"""ImageNet-family architectures from torchvision: `resnet18`, `resnet50`, `mobilenet_v2`. Built with random
+weights; torchvision's pretrained weights load from a local file (`teacher.checkpoint`, kdrun.models.torchvision_weights).
 
 Each is torchvision's module tree re-wrapped as `ZooModel(features, head)`: `features` runs
 everything up to the flattened pooled vector (512 / 2048 / 1280 wide at width 1), `head` is
@@ -13,6 +14,8 @@ ResNets (`resnet18`, `resnet50`):
   scales the bottleneck's inner width and its 4x expansion alike), rounded, at least 1.
   At width 1 the counts are torchvision's: 10 classes, ImageNet stem: ResNet-18 11,181,642,
   ResNet-50 23,528,522; the CIFAR stem has 7,680 fewer.
+- `blurpool: true` blurs the input of each strided convolution (FFCV's ImageNet ResNet-18, paper 003;
+  kdrun.models.blurpool). No parameters are added.
 
 MobileNet-v2 (`mobilenet_v2`):
 - `width` is torchvision's `width_mult` (channels rounded to multiples of 8; the last 1x1 conv
@@ -33,6 +36,7 @@ from torch import nn
 from torchvision.models import MobileNetV2, ResNet
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from kdrun.models.blurpool import add_blurpool
 from kdrun.models.registry import ZooModel, register_model
 from kdrun.models.options import (dropout_probability, flag, image_input, init_conv_like_torchvision, scaled,
                                   width_multiplier)
@@ -51,9 +55,11 @@ class _WidthScaledResNet(ResNet):
         return super()._make_layer(block, scaled(planes, self._width), blocks, stride, dilate)
 
 
-def _resnet(model: str, block, layers, input_shape, num_classes: int, cifar_stem: bool, width: float) -> ZooModel:
+def _resnet(model: str, block, layers, input_shape, num_classes: int, cifar_stem: bool, width: float,
+            blurpool: bool) -> ZooModel:
     channels = image_input(model, input_shape)[0]
     cifar_stem = flag(model, "cifar_stem", cifar_stem)
+    blurpool = flag(model, "blurpool", blurpool)
     width = width_multiplier(model, width)
     net = _WidthScaledResNet(block, layers, width, num_classes=num_classes)
     stem_width = scaled(64, width)
@@ -69,17 +75,21 @@ def _resnet(model: str, block, layers, input_shape, num_classes: int, cifar_stem
         avgpool=net.avgpool, flatten=nn.Flatten(),
     ))
     head = net.fc if width == 1.0 else nn.Linear(scaled(512, width) * block.expansion, num_classes)
+    if blurpool:
+        add_blurpool(features)
     return ZooModel(features, head)
 
 
 @register_model("resnet18")
-def resnet18(input_shape, num_classes: int, cifar_stem: bool = False, width: float = 1.0) -> ZooModel:
-    return _resnet("resnet18", BasicBlock, [2, 2, 2, 2], input_shape, num_classes, cifar_stem, width)
+def resnet18(input_shape, num_classes: int, cifar_stem: bool = False, width: float = 1.0,
+             blurpool: bool = False) -> ZooModel:
+    return _resnet("resnet18", BasicBlock, [2, 2, 2, 2], input_shape, num_classes, cifar_stem, width, blurpool)
 
 
 @register_model("resnet50")
-def resnet50(input_shape, num_classes: int, cifar_stem: bool = False, width: float = 1.0) -> ZooModel:
-    return _resnet("resnet50", Bottleneck, [3, 4, 6, 3], input_shape, num_classes, cifar_stem, width)
+def resnet50(input_shape, num_classes: int, cifar_stem: bool = False, width: float = 1.0,
+             blurpool: bool = False) -> ZooModel:
+    return _resnet("resnet50", Bottleneck, [3, 4, 6, 3], input_shape, num_classes, cifar_stem, width, blurpool)
 
 
 # torchvision's default MobileNet-v2 stages: expansion t, channels c, repeats n, stride s.

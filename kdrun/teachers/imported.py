@@ -8,14 +8,16 @@ import torch
 from torch import nn
 
 from kdrun.errors import ConfigError
+from kdrun.models.torchvision_weights import looks_like_torchvision, zoo_state_dict
 from kdrun.teachers.store import TeacherResult, file_sha256
 
 
 def load_teacher_checkpoint(path: Path | str, model: nn.Module, model_name: str | None = None) -> TeacherResult:
     """Load external teacher weights safely (tensors only, no pickled code).
 
-    Accepts a plain state_dict, or a Lightning checkpoint whose `state_dict` keys carry a
-    `student.`/`model.` prefix (a kdrun student checkpoint can serve as a teacher).
+    Accepts a plain state_dict, a Lightning checkpoint whose `state_dict` keys carry a `student.`/`model.` prefix
+    (a kdrun student checkpoint can serve as a teacher), or torchvision's pretrained file of a zoo model
+    (resnet18, resnet50, mobilenet_v2: kdrun.models.torchvision_weights).
     """
     path = Path(path)
     if path.is_dir():
@@ -32,6 +34,9 @@ def load_teacher_checkpoint(path: Path | str, model: nn.Module, model_name: str 
         if any(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             break
+    zoo_keys = model.state_dict().keys()
+    if looks_like_torchvision(state, zoo_keys):  # torchvision's own file: its names mapped onto the zoo's
+        state = zoo_state_dict(state, zoo_keys)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
