@@ -33,7 +33,8 @@ class ImageFiles(Dataset):
                  size: int | None = None):
         self.paths, self.targets, self.classes = list(paths), [int(t) for t in targets], list(classes)
         self.mode = IMAGE_MODES[channels]
-        self.resize = v2.Resize((size, size), antialias=True) if size is not None else None
+        self.size = (size, size) if size is not None else None
+        self.resize = v2.Resize(self.size, antialias=True) if size is not None else None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -41,7 +42,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int):
         with Image.open(self.paths[index]) as image:
             x = TO_UINT8_TENSOR(image.convert(self.mode))
-        if self.resize is not None and tuple(x.shape[1:]) != self.resize.size:
+        if self.resize is not None and tuple(x.shape[1:]) != self.size:  # files of the right size: no work
             x = self.resize(x)
         return x, self.targets[index]
 

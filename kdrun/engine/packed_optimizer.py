@@ -105,10 +105,10 @@ class StackedOptimizer(torch.optim.Optimizer):
         d_ps = torch._foreach_add(grads, torch._foreach_mul(decays, params))  # grad + decay * p
         momentum = group["momentum"]
         if momentum > 0:
-            fresh = [i for i, state in enumerate(states) if "momentum_buffer" not in state]
+            fresh = {i for i, state in enumerate(states) if "momentum_buffer" not in state}
             for i in fresh:  # the first step: the buffer starts at d_p (torch.optim.SGD)
                 states[i]["momentum_buffer"] = d_ps[i].clone()
-            ongoing = [i for i in range(len(states)) if i not in set(fresh)]
+            ongoing = [i for i, state in enumerate(states) if i not in fresh]
             if ongoing:
                 buffers = [states[i]["momentum_buffer"] for i in ongoing]
                 torch._foreach_mul_(buffers, momentum)

@@ -92,3 +92,17 @@ def test_download_without_a_network_fails_clearly_and_writes_nothing_else(tmp_pa
                                           r"\(OSError: no route to host\)"):
         load_source(tiny_cfg(tmp_path, download=True))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_image_files_resize_only_what_is_not_of_the_size(tmp_path, monkeypatch):
+    from PIL import Image
+    from kdrun.data.image_files import ImageFiles
+
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(tmp_path / "right.png")
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(tmp_path / "small.png")
+    files = ImageFiles([str(tmp_path / "right.png"), str(tmp_path / "small.png")], [0, 1], ["a", "b"], size=64)
+    calls = []
+    resize = files.resize
+    monkeypatch.setattr(files, "resize", lambda x: calls.append(tuple(x.shape)) or resize(x))
+    assert files[0][0].shape == files[1][0].shape == (3, 64, 64)
+    assert calls == [(3, 30, 40)]  # the 64x64 file is not resized
